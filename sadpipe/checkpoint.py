@@ -1,0 +1,101 @@
+"""Self-describing checkpoints: one file rebuilds the model, its classes and its input
+pipeline. Only tensors and plain containers are stored, so ``torch.load(weights_only=True)``
+reads it and nothing in it can execute code."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sadpipe.data.transforms import Preprocessing
+from sadpipe.errors import UserError
+from sadpipe.fileio import atomic_path
+from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.backbones import ARCHS
+from sadpipe.modeling.retinanet import RetinaNet
+
+FORMAT = "sadpipe-checkpoint"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a detector and feed it."""
+
+    arch: str
+    categories: tuple[tuple[int, str], ...]   # (COCO category id, name), model class order
+    anchor_layout: AnchorLayout
+    preprocessing: Preprocessing
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def category_ids(self) -> list[int]:
+        return [c for c, _ in self.categories]
+
+    def build(self, *, pretrained: bool = False) -> RetinaNet:
+        return RetinaNet(self.arch, self.num_classes, self.anchor_layout, pretrained=pretrained)
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "num_classes": self.num_classes,
+                "categories": [{"id": c, "name": n} for c, n in self.categories],
+                "anchor_layout": self.anchor_layout.to_dict(),
+                "preprocessing": self.preprocessing.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(arch=d["arch"],
+                   categories=tuple((int(c["id"]), str(c["name"])) for c in d["categories"]),
+                   anchor_layout=AnchorLayout.from_dict(d["anchor_layout"]),
+                   preprocessing=Preprocessing.from_dict(d["preprocessing"]))
+
+
+def save_checkpoint(path, spec: ModelSpec, model: torch.nn.Module, **extra) -> None:
+    """Write atomically: {"format", "version", "model": spec, "state_dict", **extra}."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "state_dict": state,
+               **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path) -> dict:
+    """Read and validate a checkpoint file; raises UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path}: not a sadpipe checkpoint (no '{FORMAT}' header); "
+                        "use `sadpipe import-torchvision` for torchvision weights")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{path}: checkpoint version {payload.get('version')} is not supported "
+                        f"(expected {VERSION})")
+    arch = payload["model"].get("arch")
+    if arch not in ARCHS:
+        raise UserError(f"{path}: model.arch '{arch}' is unknown (known: {', '.join(ARCHS)})")
+    return payload
+
+
+def load_model(path, *, device="cpu") -> tuple[RetinaNet, ModelSpec]:
+    """Rebuild the model of a checkpoint in eval mode."""
+    payload = load_checkpoint(path)
+    spec = ModelSpec.from_dict(payload["model"])
+    model = spec.build()
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), spec
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

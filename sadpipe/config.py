@@ -1,0 +1,149 @@
+"""Training configuration: TOML files layered on defaults, plus ``--set key=value``.
+
+Defaults are the paper's (DESIGN.md). A config file or override may only set keys that
+exist here, with a value of the same type; anything else is a one-line error.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from sadpipe.errors import UserError
+
+DEFAULTS: dict = {
+    "model": {
+        "arch": "resnet50",
+        "pretrained": False,          # torchvision ImageNet weights for the body (downloads)
+        "init": "",                   # sadpipe checkpoint to start from (same arch/classes)
+        "anchor_size_factor": 4.0,    # anchor base size = factor × stride
+        "scales_per_octave": 3,
+        "aspect_ratios": [0.5, 1.0, 2.0],
+        "strides": [8, 16, 32, 64, 128],
+    },
+    "input": {
+        "min_size": 600,              # test-time short side
+        "max_size": 1000,
+        "train_min_sizes": [600],     # one is drawn per image at train time
+        "flip": True,                 # random horizontal flip at train time
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    },
+    "data": {
+        "train_annotations": "",
+        "train_images": "",
+        "strict_images": False,       # fail on an unreadable image instead of skipping it
+        "num_workers": 0,
+    },
+    "solver": {
+        "images_per_batch": 16,       # global batch (all processes together)
+        "base_lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "warmup_iters": 1000,
+        "warmup_factor": 1.0 / 3.0,
+        "max_iter": 270000,
+        "steps": [180000, 240000],
+        "gamma": 0.1,
+        "clip_grad_norm": 0.0,        # 0 disables
+    },
+    "loss": {
+        "focal_alpha": 0.25,
+        "focal_gamma": 2.0,
+        "smooth_l1_beta": 0.11,
+    },
+    "train": {
+        "seed": 0,
+        "device": "auto",             # auto | cpu | cuda
+        "log_period": 20,
+        "checkpoint_period": 5000,
+        "keep_checkpoints": 2,
+    },
+}
+
+
+def load_config(path=None, overrides: tuple[str, ...] = ()) -> dict:
+    """Defaults ← TOML file ← ``key=value`` overrides (dotted keys, TOML values)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"{path}: not valid TOML ({err})") from None
+        _merge(cfg, data, source=str(path))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item}: expected key=value")
+        set_value(cfg, key.strip(), parse_value(text.strip()), source="--set")
+    return cfg
+
+
+def parse_value(text: str):
+    """A TOML value (number, bool, list, quoted string); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_value(cfg: dict, dotted: str, value, *, source: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            raise UserError(f"{source}: unknown config key '{'.'.join(parents[:i + 1])}'")
+        node = node[part]
+    if leaf not in node or isinstance(node[leaf], dict):
+        raise UserError(f"{source}: unknown config key '{dotted}'")
+    node[leaf] = _checked(node[leaf], value, dotted, source)
+
+
+def _merge(cfg: dict, data: dict, *, source: str) -> None:
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: unknown config key '{section}' (keys live in sections "
+                            "like [solver])")
+        if not isinstance(cfg.get(section), dict):
+            raise UserError(f"{source}: unknown config section '{section}'")
+        for key, value in values.items():
+            set_value(cfg, f"{section}.{key}", value, source=source)
+
+
+def _checked(default, value, key: str, source: str):
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise UserError(f"{source}: config key '{key}' expects {type(default).__name__}, "
+                        f"got {value!r}")
+    return value
+
+
+def dump_toml(cfg: dict) -> str:
+    """Render a resolved config as TOML (sections of scalars and flat lists)."""
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)

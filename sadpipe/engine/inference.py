@@ -1,0 +1,78 @@
+"""Batched inference: images in original pixels → detections in original pixels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sadpipe.checkpoint import ModelSpec, load_model
+from sadpipe.data.coco import CocoDataset
+from sadpipe.data.transforms import make_recipe, make_view, pad_batch, untransform_boxes
+from sadpipe.errors import UserError
+from sadpipe.modeling.postprocess import postprocess
+
+
+class Predictor:
+    """Runs a detector at its test scale (``preprocessing.min_size``), no flip."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu"):
+        self.model, self.spec, self.device = model.eval(), spec, device
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> list[dict]:
+        """images: RGB uint8 arrays (H, W, 3). Returns per image "boxes" (D, 4) xyxy original
+        pixels, "scores" (D,), "labels" (D,) class indices."""
+        prep, layout = self.spec.preprocessing, self.spec.anchor_layout
+        recipes = [make_recipe(prep, im.shape[0], im.shape[1]) for im in images]
+        batch = pad_batch([make_view(im, r, prep) for im, r in zip(images, recipes)],
+                          prep.size_divisibility).to(self.device)
+        cls_logits, box_deltas = self.model(batch)
+        padded = tuple(batch.shape[-2:])
+        anchors = layout.anchors(padded).to(self.device)
+        out = []
+        for i, recipe in enumerate(recipes):
+            det = postprocess(cls_logits[i], box_deltas[i], anchors, layout.level_sizes(padded),
+                              tuple(recipe["resized_size"]))
+            det = {k: v.cpu() for k, v in det.items()}
+            det["boxes"] = untransform_boxes(det["boxes"], recipe)
+            out.append(det)
+        return out
+
+
+def to_coco_results(image_id: int, det: dict, category_ids: list[int], *,
+                    score_thresh: float = 0.0) -> list[dict]:
+    """COCO result dicts (bbox xywh) for one image's detections."""
+    results = []
+    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+        if score < score_thresh:
+            continue
+        x0, y0, x1, y1 = box
+        results.append({"image_id": image_id, "category_id": category_ids[label],
+                        "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    return results
+
+
+def check_categories(spec: ModelSpec, dataset: CocoDataset, checkpoint_path) -> None:
+    """The checkpoint must predict exactly the dataset's categories."""
+    if spec.category_ids != dataset.category_ids:
+        raise UserError(f"{checkpoint_path}: checkpoint has {spec.num_classes} classes "
+                        f"(ids {spec.category_ids[:8]}{'...' if spec.num_classes > 8 else ''}) but "
+                        f"{dataset.annotations_path} has {len(dataset.category_ids)} "
+                        f"(ids {dataset.category_ids[:8]}{'...' if len(dataset.category_ids) > 8 else ''})")
+
+
+def detect_dataset(checkpoint_path, dataset: CocoDataset, *, batch_size: int = 4,
+                   device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Detections (COCO results) of a checkpoint on every image of a dataset."""
+    model, spec = load_model(checkpoint_path, device=device)
+    check_categories(spec, dataset, checkpoint_path)
+    predictor = Predictor(model, spec, device=device)
+    results = []
+    records = dataset.records
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc="detect", disable=not progress, unit="batch"):
+        chunk = records[start:start + batch_size]
+        images = [np.asarray(dataset.load_image(r)) for r in chunk]
+        for record, det in zip(chunk, predictor(images)):
+            results += to_coco_results(record.image_id, det, spec.category_ids)
+    return results

@@ -1,0 +1,42 @@
+"""RetinaNet: backbone + FPN (P3–P7) and torchvision's RetinaNet head.
+
+The network maps a padded batch to dense per-anchor outputs; matching, losses and
+post-processing live in their own modules.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torchvision.models.detection.retinanet import RetinaNetHead
+
+from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.backbones import build_backbone
+
+PRIOR_PROBABILITY = 0.01
+
+
+class RetinaNet(nn.Module):
+    """Dense one-stage detector.
+
+    Args:
+        arch: backbone name in :data:`sadpipe.modeling.backbones.ARCHS`.
+        num_classes: C, foreground classes (no background logit: sigmoid per class).
+        anchor_layout: where the A anchors per location sit on each level.
+        pretrained: load torchvision ImageNet weights into the body (downloads).
+    """
+
+    def __init__(self, arch: str, num_classes: int, anchor_layout: AnchorLayout | None = None,
+                 *, pretrained: bool = False):
+        super().__init__()
+        self.anchor_layout = anchor_layout or AnchorLayout()
+        self.backbone = build_backbone(arch, pretrained=pretrained)
+        self.head = RetinaNetHead(self.backbone.out_channels, self.anchor_layout.num_anchors,
+                                  num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: (N, 3, H, W), H and W multiples of the coarsest stride.
+
+        Returns cls_logits (N, HWA, C) and box_deltas (N, HWA, 4), levels P3..P7 in order."""
+        features = list(self.backbone(images).values())
+        return self.head.classification_head(features), self.head.regression_head(features)

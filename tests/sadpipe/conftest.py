@@ -1,0 +1,57 @@
+"""Tiny generated COCO-format data for sadpipe tests: coloured rectangles and discs on noise."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+CATEGORIES = [{"id": 2, "name": "square"}, {"id": 5, "name": "disc"}]
+
+
+def write_tiny_coco(root, *, num_images=8, seed=0, size=(96, 64)):
+    """Write root/images/*.png and root/train.json; returns (json path, images dir)."""
+    rng = np.random.default_rng(seed)
+    image_dir = root / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(num_images):
+        w, h = size
+        pixels = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
+        img = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(1, 3))):
+            side = int(rng.integers(12, 30))
+            x0, y0 = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+            cat = CATEGORIES[int(rng.integers(2))]
+            shape = draw.rectangle if cat["name"] == "square" else draw.ellipse
+            shape([x0, y0, x0 + side - 1, y0 + side - 1], fill=(220, 200, 40))
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
+                                "category_id": cat["id"], "bbox": [x0, y0, side, side],
+                                "area": side * side, "iscrowd": 0})
+        name = f"{i:04d}.png"
+        img.save(image_dir / name)
+        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
+    ann = root / "train.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": CATEGORIES}))
+    return ann, image_dir
+
+
+@pytest.fixture
+def tiny_coco(tmp_path):
+    return write_tiny_coco(tmp_path / "data")
+
+
+TINY_OVERRIDES = (
+    "model.arch=toy_student", "model.anchor_size_factor=1.0",
+    "input.min_size=64", "input.max_size=128", "input.train_min_sizes=[64]",
+    "solver.images_per_batch=2", "solver.base_lr=0.01", "solver.warmup_iters=2",
+    "solver.max_iter=6", "solver.steps=[4]", "train.log_period=1", "train.checkpoint_period=2",
+    "train.device=cpu",
+)
+
+
+def tiny_train_overrides(ann, images, **extra):
+    out = list(TINY_OVERRIDES) + [f"data.train_annotations={json.dumps(str(ann))}",
+                                  f"data.train_images={json.dumps(str(images))}"]
+    return tuple(out) + tuple(f"{k}={v}" for k, v in extra.items())

@@ -1,0 +1,38 @@
+import torch
+
+from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.postprocess import postprocess
+
+LAYOUT = AnchorLayout(size_factor=1.0)
+PADDED = (128, 128)
+
+
+def _dense(num_classes=3):
+    n = LAYOUT.anchors(PADDED).shape[0]
+    return torch.full((n, num_classes), -10.0), torch.zeros(n, 4)
+
+
+def test_threshold_nms_and_limit():
+    logits, deltas = _dense()
+    anchors = LAYOUT.anchors(PADDED)
+    # P3 anchors 0 and 9 are the same-shaped anchor one cell apart (IoU 0.33 at 8-px anchors);
+    # anchor 4 is the 10-px square at the origin overlapping anchor 0 heavily.
+    logits[0, 1] = 3.0          # kept
+    logits[4, 1] = 2.0          # IoU with anchor 0 > 0.5, same class → suppressed
+    logits[4, 2] = 1.0          # other class → kept (NMS is per class)
+    logits[9, 1] = torch.logit(torch.tensor(0.04))  # below 0.05 → dropped
+    out = postprocess(logits, deltas, anchors, LAYOUT.level_sizes(PADDED), (128, 128))
+    assert out["labels"].tolist() == [1, 2]
+    torch.testing.assert_close(out["scores"], torch.sigmoid(torch.tensor([3.0, 1.0])))
+    # zero deltas decode to the anchor itself, clipped to the image
+    expected = anchors[0].clamp(min=0)
+    torch.testing.assert_close(out["boxes"][0], expected)
+
+
+def test_max_detections_per_image():
+    logits, deltas = _dense(num_classes=1)
+    logits[:, 0] = torch.linspace(0, 5, logits.shape[0])
+    out = postprocess(logits, deltas, LAYOUT.anchors(PADDED), LAYOUT.level_sizes(PADDED), (128, 128),
+                      max_dets=7)
+    assert len(out["scores"]) == 7
+    assert torch.all(out["scores"][:-1] >= out["scores"][1:])

@@ -1,0 +1,38 @@
+import torch
+
+from sadpipe.modeling.targets import BACKGROUND, IGNORE, box_coder, build_targets, match_anchors
+
+ANCHORS = torch.tensor([
+    [0, 0, 10, 10],      # IoU 1.0 with box A          → class 3
+    [0, 0, 10, 18],      # IoU 100/180 = 0.556 with A  → class 3
+    [0, 0, 10, 22],      # IoU 100/220 = 0.455 with A  → ignored
+    [0, 0, 10, 30],      # IoU 0.333 with A            → background
+    [50, 50, 60, 60],    # no overlap                  → background
+    [100, 100, 120, 120],  # IoU 400/900 = 0.444 with B, but B's best anchor → class 1
+    [100, 100, 110, 110],  # IoU 0.111 with B          → background
+], dtype=torch.float32)
+BOXES = torch.tensor([[0, 0, 10, 10], [100, 100, 130, 130]], dtype=torch.float32)
+LABELS = torch.tensor([3, 1])
+
+
+def test_thresholds_ignore_band_and_best_anchor_rule():
+    labels, matched = match_anchors(ANCHORS, BOXES, LABELS)
+    assert labels.tolist() == [3, 3, IGNORE, BACKGROUND, BACKGROUND, 1, BACKGROUND]
+    assert torch.equal(matched[5], BOXES[1])
+    assert torch.equal(matched[1], BOXES[0])
+
+
+def test_no_boxes_is_all_background():
+    labels, _ = match_anchors(ANCHORS, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
+    assert (labels == BACKGROUND).all()
+
+
+def test_regression_targets_hand_computed():
+    labels, deltas = build_targets(ANCHORS, [{"boxes": BOXES, "labels": LABELS}])
+    assert labels.shape == (1, 7) and deltas.shape == (1, 7, 4)
+    assert torch.allclose(deltas[0, 0], torch.zeros(4))
+    # anchor 1 (centre (5, 9), 10x18) → box A (centre (5, 5), 10x10)
+    expected = torch.tensor([0.0, (5 - 9) / 18, 0.0, torch.log(torch.tensor(10 / 18))])
+    assert torch.allclose(deltas[0, 1], expected, atol=1e-6)
+    decoded = box_coder().decode_single(deltas[0, :2], ANCHORS[:2])
+    assert torch.allclose(decoded, BOXES[[0, 0]], atol=1e-4)
