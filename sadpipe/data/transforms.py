@@ -60,7 +60,7 @@ def make_recipe(prep: Preprocessing, height: int, width: int, *, flip: bool = Fa
 def make_view(image: np.ndarray, recipe: dict, prep: Preprocessing) -> torch.Tensor:
     """Apply a recipe to an RGB uint8 image (H, W, 3). Returns the normalised, unpadded view
     (3, h, w) float32."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
     rh, rw = recipe["resized_size"]
     if (rh, rw) != tuple(x.shape[1:]):
         x = F.interpolate(x[None], size=(rh, rw), mode="bilinear", align_corners=False)[0]

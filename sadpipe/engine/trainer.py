@@ -23,6 +23,7 @@ from sadpipe.engine.run_dir import RunDir
 from sadpipe.engine.schedule import learning_rate
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.backbones import ARCHS
 from sadpipe.modeling.losses import detection_losses
 from sadpipe.modeling.targets import build_targets
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
     m, i = cfg["model"], cfg["input"]
+    if m["arch"] not in ARCHS:
+        raise UserError(f"config: model.arch '{m['arch']}' is unknown (known: {', '.join(ARCHS)})")
     layout = AnchorLayout(strides=tuple(m["strides"]), size_factor=m["anchor_size_factor"],
                           scales_per_octave=m["scales_per_octave"],
                           aspect_ratios=tuple(m["aspect_ratios"]))
@@ -45,10 +48,6 @@ def train(cfg: dict, out_dir, *, resume: bool = False) -> RunDir:
     device = resolve_device(cfg["train"]["device"])
     dist_info = init_distributed(device)
     torch.manual_seed(cfg["train"]["seed"])
-    run = RunDir(out_dir)
-    if dist_info.is_main:
-        run.prepare(cfg, resume=resume)
-
     data_cfg, solver = cfg["data"], cfg["solver"]
     if not data_cfg["train_annotations"]:
         raise UserError("config: data.train_annotations is empty; set it in the config or with "
@@ -63,6 +62,10 @@ def train(cfg: dict, out_dir, *, resume: bool = False) -> RunDir:
     if solver["images_per_batch"] % dist_info.world_size:
         raise UserError(f"solver.images_per_batch {solver['images_per_batch']} is not divisible "
                         f"by the number of processes {dist_info.world_size}")
+
+    run = RunDir(out_dir)
+    if dist_info.is_main:
+        run.prepare(cfg, resume=resume)
 
     model = spec.build(pretrained=cfg["model"]["pretrained"]).to(device)
     if cfg["model"]["init"]:
@@ -103,14 +106,14 @@ def train(cfg: dict, out_dir, *, resume: bool = False) -> RunDir:
         done = iteration + 1
         if dist_info.is_main and (done % cfg["train"]["log_period"] == 0 or done == max_iter):
             now = time.perf_counter()
-            record = {"iteration": done, "lr": lr, "loss": float(loss),
-                      **{k: float(v) for k, v in losses.items()},
+            record = {"iteration": done, "lr": lr, "loss": float(loss.detach()),
+                      **{k: float(v.detach()) for k, v in losses.items()},
                       "images_per_s": images_seen * dist_info.world_size / (now - t_last),
                       "skipped_images": skipped}
             run.log_metrics(record)
             progress.log(done, record)
             t_last, images_seen = now, 0
-        progress.update(done, float(loss))
+        progress.update(done, float(loss.detach()))
         if dist_info.is_main and done % cfg["train"]["checkpoint_period"] == 0 and done < max_iter:
             _save_training_checkpoint(run, spec, model, optimizer, done, cfg)
     progress.close()

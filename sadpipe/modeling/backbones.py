@@ -57,7 +57,8 @@ def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int
 
 def _regnet_fpn(spec: ArchSpec) -> BackboneWithFPN:
     n = len(spec.depths)
-    params = regnet.BlockParams(list(spec.depths), list(spec.widths), [spec.group_width] * n,
+    group_widths = [min(spec.group_width, w) for w in spec.widths]
+    params = regnet.BlockParams(list(spec.depths), list(spec.widths), group_widths,
                                 [1.0] * n, [2] * n)
     body = regnet.RegNet(params, stem_width=spec.stem_width, norm_layer=nn.BatchNorm2d)
     widths = list(spec.widths)

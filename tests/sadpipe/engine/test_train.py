@@ -1,0 +1,96 @@
+"""`sadpipe train` end to end on tiny data: outputs, resume after SIGKILL, refusals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sadpipe.commands.train import command as train_command
+from tests.sadpipe.conftest import tiny_train_overrides
+
+
+def _args(ann, images, out, *extra, **overrides):
+    args = ["--out", str(out)]
+    for item in tiny_train_overrides(ann, images, **overrides):
+        args += ["--set", item]
+    return args + list(extra)
+
+
+def _run_cli(args):
+    return subprocess.Popen([sys.executable, "-m", "sadpipe.cli", "train", "--config", "/dev/null", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_train_writes_run_folder(tiny_coco, tmp_path):
+    ann, images = tiny_coco
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_command, ["--config", "/dev/null", *_args(ann, images, out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert {"lr", "loss", "loss_cls", "loss_box", "images_per_s"} <= set(lines[0])
+    assert lines[0]["lr"] == pytest.approx(0.01 / 3) and lines[-1]["lr"] == pytest.approx(0.001)
+    assert (out / "model_final.pt").exists() and (out / "config.toml").exists()
+    payload = torch.load(out / "model_final.pt", weights_only=True)
+    assert payload["model"]["categories"] == [{"id": 2, "name": "square"}, {"id": 5, "name": "disc"}]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_coco, tmp_path):
+    ann, images = tiny_coco
+    ref = _run_cli(_args(ann, images, tmp_path / "ref", **{"solver.max_iter": 8}))
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+
+    out = tmp_path / "killed"
+    proc = _run_cli(_args(ann, images, out, **{"solver.max_iter": 8}))
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "iter_0000004.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its checkpoint"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model_final.pt").exists()
+    resumed = _run_cli(_args(ann, images, out, "--resume", **{"solver.max_iter": 8}))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+
+    a, b = _weights(tmp_path / "ref" / "model_final.pt"), _weights(out / "model_final.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    iterations = [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert iterations == list(range(1, 9))
+
+
+def test_refuses_out_holding_another_run(tiny_coco, tmp_path):
+    ann, images = tiny_coco
+    out = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(train_command, ["--config", "/dev/null", *_args(ann, images, out)]).exit_code == 0
+    again = runner.invoke(train_command, ["--config", "/dev/null", *_args(ann, images, out)])
+    assert again.exit_code != 0 and "already holds a training run" in again.output
+    other = runner.invoke(train_command, ["--config", "/dev/null",
+                                          *_args(ann, images, out, "--resume", **{"solver.base_lr": 0.5})])
+    assert other.exit_code != 0 and "different config (solver.base_lr" in other.output
+
+
+@pytest.mark.parametrize("override, message", [
+    ("solver.not_a_key=1", "unknown config key 'solver.not_a_key'"),
+    ("data.train_annotations=\"/nonexistent.json\"", "/nonexistent.json: file not found"),
+])
+def test_bad_input_is_one_line_error(tiny_coco, tmp_path, override, message):
+    ann, images = tiny_coco
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_command, ["--config", "/dev/null", *_args(ann, images, out),
+                                                "--set", override])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (out / "model_final.pt").exists()
