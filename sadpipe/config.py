@@ -32,6 +32,8 @@ DEFAULTS: dict = {
     "data": {
         "train_annotations": "",
         "train_images": "",
+        "pseudo_annotations": "",     # pseudo-labeled set (online distillation only)
+        "pseudo_images": "",
         "strict_images": False,       # fail on an unreadable image instead of skipping it
         "num_workers": 0,
     },
@@ -51,6 +53,15 @@ DEFAULTS: dict = {
         "focal_alpha": 0.25,
         "focal_gamma": 2.0,
         "smooth_l1_beta": 0.11,
+    },
+    "distill": {                      # used with --teacher-shards / --teacher
+        "alpha": 0.5,
+        "gamma": 2.0,
+        "beta": 0.0,
+        "normalizer_power": 1.8,
+        "temperature": 1.0,           # softens teacher and student logits by 1/T (off at 1)
+        "weight": 1.0,                # ADL weight in the total loss
+        "pattern": ["labeled", "pseudo"],  # batch sources, cycled: the alternation ratio
     },
     "train": {
         "seed": 0,

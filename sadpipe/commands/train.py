@@ -14,23 +14,38 @@ from sadpipe.config import load_config
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set solver.max_iter=500 (repeatable).")
-def command(config_path, out_dir, resume, overrides):
-    """Train a RetinaNet detector on a COCO-format dataset.
+@click.option("--teacher-shards", type=click.Path(file_okay=False),
+              help="Distil from cached teacher scores of the LABELED set (from cache-logits).")
+@click.option("--pseudo-shards", type=click.Path(file_okay=False),
+              help="Distil from cached teacher scores of the PSEUDO-LABELED set (train ∪ unlabeled).")
+@click.option("--teacher", "teacher_ckpt", type=click.Path(dir_okay=False),
+              help="Distil from a live teacher checkpoint run inside every step (online mode; "
+                   "data from data.train_annotations and data.pseudo_annotations).")
+def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shards, teacher_ckpt):
+    """Train a RetinaNet detector on a COCO-format dataset, optionally distilling a teacher.
 
     \b
-    Example (embedded data from `sadpipe toy-data data/`):
+    Plain training (teachers and baselines):
       sadpipe train --config pipelines/toy_teacher.toml --out runs/teacher \\
           --set data.train_annotations=data/annotations/train.json \\
           --set data.train_images=data/images/train
+    Semi-supervised adaptive distillation from the cache (fast; images, targets and teacher
+    scores all come from the shards):
+      sadpipe train --config pipelines/toy_student_sad.toml --out runs/student_sad \\
+          --teacher-shards shards/labeled --pseudo-shards shards/pseudo
 
+    Batches alternate between the labeled and the pseudo-labeled set (distill.pattern);
+    each gets focal + box loss on its (pseudo-)labels plus the adaptive distillation loss.
     Writes the resolved config, one JSON line of metrics per logged step, periodic
     checkpoints (atomically) and model_final.pt, a self-describing checkpoint that
-    `sadpipe eval`, `pseudo-label` and `cache-logits` take as is. Launch under
-    `torchrun --nproc_per_node=K` for several processes (the global batch is split).
+    `sadpipe eval`, `pseudo-label` and `cache-logits` take as is. Under
+    `torchrun --nproc_per_node=K` the global batch (solver.images_per_batch) is split
+    over K processes with DistributedDataParallel.
     """
     from sadpipe.engine.trainer import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(config_path, overrides)
-    run = train(cfg, out_dir, resume=resume)
+    run = train(cfg, out_dir, resume=resume, teacher_shards=teacher_shards,
+                pseudo_shards=pseudo_shards, teacher=teacher_ckpt)
     click.echo(f"model: {run.final_model}")

@@ -1,12 +1,12 @@
-"""Supervised RetinaNet training (teachers and baselines), read top to bottom.
+"""RetinaNet training, read top to bottom: supervised (teachers, baselines) or with
+Semi-supervised Adaptive Distillation from cached teacher shards or a live teacher.
 
-Resumable: checkpoints hold model, optimizer and iteration; the batch schedule is a pure
-function of (seed, iteration), so a killed run resumed from its last checkpoint ends with
-the same weights as an uninterrupted one (on CPU).
+Resumable: checkpoints hold model, optimizer and iteration; every batch stream is a pure
+function of (seed, batches drawn), so a killed run resumed from its last checkpoint ends
+with the same weights as an uninterrupted one (on CPU).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -14,20 +14,24 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sadpipe.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from sadpipe.data.coco import CocoDataset
-from sadpipe.data.loader import BatchSchedule, TrainDataset, collate
+from sadpipe.data.coco import read_coco_json
 from sadpipe.data.transforms import Preprocessing
-from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
+from sadpipe.engine import streams
+from sadpipe.engine.distributed import init_distributed, resolve_device
 from sadpipe.engine.progress import Progress
 from sadpipe.engine.run_dir import RunDir
 from sadpipe.engine.schedule import learning_rate
+from sadpipe.engine.teacher import Teacher, check_teacher_compatible
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
+from sadpipe.modeling.distill import adaptive_distillation_loss, mean_adaptive_weight
 from sadpipe.modeling.losses import detection_losses
-from sadpipe.modeling.targets import build_targets
+from sadpipe.modeling.targets import IGNORE, build_targets
 
 log = logging.getLogger(__name__)
+
+LABELED, PSEUDO = "labeled", "pseudo"
 
 
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
@@ -43,57 +47,62 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
                      anchor_layout=layout, preprocessing=prep)
 
 
-def train(cfg: dict, out_dir, *, resume: bool = False) -> RunDir:
-    # ---- set-up: device, processes, run folder, data, model, optimizer
+def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseudo_shards=None,
+          teacher=None) -> RunDir:
+    # ---- set-up: device, processes, model spec, batch sources, run folder, model, optimizer
     device = resolve_device(cfg["train"]["device"])
-    dist_info = init_distributed(device)
+    dist = init_distributed(device)
     torch.manual_seed(cfg["train"]["seed"])
-    data_cfg, solver = cfg["data"], cfg["solver"]
-    if not data_cfg["train_annotations"]:
-        raise UserError("config: data.train_annotations is empty; set it in the config or with "
-                        "--set data.train_annotations=PATH")
-    coco = CocoDataset(data_cfg["train_annotations"], data_cfg["train_images"])
-    spec = model_spec_from_config(cfg, coco.categories)
-    dataset = TrainDataset(coco, spec.category_ids, spec.preprocessing,
-                           train_min_sizes=cfg["input"]["train_min_sizes"], flip=cfg["input"]["flip"],
-                           strict=data_cfg["strict_images"])
-    if len(dataset) == 0:
-        raise UserError(f"{data_cfg['train_annotations']}: no image with boxes to train on")
-    if solver["images_per_batch"] % dist_info.world_size:
+    solver = cfg["solver"]
+    if solver["images_per_batch"] % dist.world_size:
         raise UserError(f"solver.images_per_batch {solver['images_per_batch']} is not divisible "
-                        f"by the number of processes {dist_info.world_size}")
+                        f"by the number of processes {dist.world_size}")
+    shard_dirs = {LABELED: teacher_shards, PSEUDO: pseudo_shards}
+    distill_from_shards = any(shard_dirs.values())
+    if distill_from_shards and teacher:
+        raise UserError("--teacher and --teacher-shards/--pseudo-shards exclude each other: "
+                        "distil from the cache or from a live teacher")
+    spec = model_spec_from_config(cfg, _categories(cfg, shard_dirs))
+    sources = _source_names(cfg, shard_dirs, distill=distill_from_shards or bool(teacher))
+    pattern = [name for name in cfg["distill"]["pattern"] if name in sources] or [LABELED]
+    live_teacher = None
+    if teacher:
+        live_teacher = Teacher(teacher, device=device)
+        check_teacher_compatible(live_teacher.spec, spec, source=teacher)
 
     run = RunDir(out_dir)
-    if dist_info.is_main:
+    if dist.is_main:
         run.prepare(cfg, resume=resume)
-
     model = spec.build(pretrained=cfg["model"]["pretrained"]).to(device)
     if cfg["model"]["init"]:
         _load_init(model, spec, cfg["model"]["init"])
     optimizer = torch.optim.SGD(model.parameters(), lr=solver["base_lr"], momentum=solver["momentum"],
                                 weight_decay=solver["weight_decay"])
     start_iter = _resume(run, model, optimizer) if resume else 0
-    if dist_info.enabled:
+    if dist.enabled:
         model = DistributedDataParallel(model)
-
-    schedule = BatchSchedule(len(dataset), solver["images_per_batch"], seed=cfg["train"]["seed"],
-                             start_iter=start_iter, rank=dist_info.rank, world_size=dist_info.world_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=schedule, num_workers=data_cfg["num_workers"],
-        collate_fn=functools.partial(collate, size_divisibility=spec.anchor_layout.size_divisibility))
+    batch_iters = {name: _open_stream(name, sources[name], spec, cfg, dist,
+                                      start_batch=streams.batches_drawn(pattern, name, start_iter))
+                   for name in set(pattern)}
 
     # ---- the loop
     max_iter = solver["max_iter"]
-    progress = Progress(total=max_iter, start=start_iter, enabled=dist_info.is_main)
-    t_last, images_seen, skipped = time.perf_counter(), 0, 0
-    for iteration, batch in zip(range(start_iter, max_iter), loader):
+    progress = Progress(total=max_iter, start=start_iter, enabled=dist.is_main)
+    meter = _Meter()
+    for iteration in range(start_iter, max_iter):
+        t0 = time.perf_counter()
+        batch = next(batch_iters[pattern[iteration % len(pattern)]])
+        t_data = time.perf_counter() - t0
         lr = learning_rate(iteration, base_lr=solver["base_lr"], warmup_iters=solver["warmup_iters"],
                            warmup_factor=solver["warmup_factor"], steps=solver["steps"],
                            gamma=solver["gamma"])
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        losses = supervised_losses(model, spec, batch, cfg["loss"], device)
+        done = iteration + 1
+        log_now = dist.is_main and (done % cfg["train"]["log_period"] == 0 or done == max_iter)
+        losses, stats = step_losses(model, spec, batch, cfg, device, teacher=live_teacher,
+                                    with_stats=log_now)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -101,38 +110,112 @@ def train(cfg: dict, out_dir, *, resume: bool = False) -> RunDir:
             torch.nn.utils.clip_grad_norm_(model.parameters(), solver["clip_grad_norm"])
         optimizer.step()
 
-        images_seen += len(batch["image_ids"])
-        skipped += batch["skipped"]
-        done = iteration + 1
-        if dist_info.is_main and (done % cfg["train"]["log_period"] == 0 or done == max_iter):
-            now = time.perf_counter()
-            record = {"iteration": done, "lr": lr, "loss": float(loss.detach()),
-                      **{k: float(v.detach()) for k, v in losses.items()},
-                      "images_per_s": images_seen * dist_info.world_size / (now - t_last),
-                      "skipped_images": skipped}
+        meter.add(len(batch["image_ids"]) * dist.world_size, batch["skipped"], t_data,
+                  time.perf_counter() - t0)
+        if log_now:
+            record = {"iteration": done, "lr": lr, "source": pattern[iteration % len(pattern)],
+                      "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+                      **stats, **meter.flush()}
             run.log_metrics(record)
             progress.log(done, record)
-            t_last, images_seen = now, 0
         progress.update(done, float(loss.detach()))
-        if dist_info.is_main and done % cfg["train"]["checkpoint_period"] == 0 and done < max_iter:
+        if dist.is_main and done % cfg["train"]["checkpoint_period"] == 0 and done < max_iter:
             _save_training_checkpoint(run, spec, model, optimizer, done, cfg)
     progress.close()
 
-    if dist_info.is_main:
+    if dist.is_main:
         save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg)
         log.info("wrote %s", run.final_model)
     return run
 
 
-def supervised_losses(model, spec: ModelSpec, batch: dict, loss_cfg: dict, device) -> dict:
-    """Focal + box loss of one batch."""
+def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teacher=None,
+                with_stats: bool = False) -> tuple[dict, dict]:
+    """Focal + box loss on the batch's (pseudo-)labels, plus the ADL when the batch carries
+    teacher scores (shards) or a live teacher is given."""
     images = batch["images"].to(device, non_blocking=True)
     cls_logits, box_deltas = model(images)
-    anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:]))
-    labels, box_targets = build_targets(anchors, batch["targets"])
-    return detection_losses(cls_logits, box_deltas, labels.to(device), box_targets.to(device),
-                            alpha=loss_cfg["focal_alpha"], gamma=loss_cfg["focal_gamma"],
-                            beta=loss_cfg["smooth_l1_beta"])
+    anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:])).to(device)
+    labels, box_targets = build_targets(anchors, [{k: v.to(device) for k, v in t.items()}
+                                                  for t in batch["targets"]])
+    lc = cfg["loss"]
+    losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=lc["focal_alpha"],
+                              gamma=lc["focal_gamma"], beta=lc["smooth_l1_beta"])
+    stats = {}
+    if teacher is not None:
+        probs, mask = teacher.batch_probs(images, batch["recipes"], spec.preprocessing)
+        normalizer = float(sum((probs[i][mask[i]].double() ** cfg["distill"]["normalizer_power"]).sum()
+                               for i in range(len(probs))))
+    elif "teacher_probs" in batch:
+        probs, mask = batch["teacher_probs"].to(device), batch["teacher_mask"].to(device)
+        normalizer = batch["normalizer"]
+    else:
+        return losses, stats
+    d = cfg["distill"]
+    adl_labels = torch.where(mask, labels, torch.full_like(labels, IGNORE))
+    normalizer = max(normalizer, 1.0)
+    losses["loss_adl"] = d["weight"] * adaptive_distillation_loss(
+        cls_logits, probs, adl_labels, normalizer, alpha=d["alpha"], gamma=d["gamma"],
+        beta=d["beta"], temperature=d["temperature"])
+    if with_stats:
+        stats = {"adl_normalizer": normalizer,
+                 "mean_adw": mean_adaptive_weight(cls_logits.detach(), probs, adl_labels,
+                                                  gamma=d["gamma"], beta=d["beta"])}
+    return losses, stats
+
+
+class _Meter:
+    """Images/s, skipped images and the share of step time spent waiting for data."""
+
+    def __init__(self):
+        self.t_start = time.perf_counter()
+        self.images = self.skipped = 0
+        self.t_data = self.t_step = 0.0
+
+    def add(self, images, skipped, t_data, t_step):
+        self.images += images
+        self.skipped += skipped
+        self.t_data += t_data
+        self.t_step += t_step
+
+    def flush(self) -> dict:
+        now = time.perf_counter()
+        out = {"images_per_s": self.images / max(now - self.t_start, 1e-9),
+               "data_fraction": self.t_data / max(self.t_step, 1e-9), "skipped_images": self.skipped}
+        self.__init__()
+        return out
+
+
+def _categories(cfg: dict, shard_dirs: dict) -> list[dict]:
+    """The classes to train: from the teacher shards' manifest, else the train annotations."""
+    for shard_dir in shard_dirs.values():
+        if shard_dir:
+            from sadpipe.engine.shard_stream import manifest_categories
+            return manifest_categories(shard_dir)
+    if not cfg["data"]["train_annotations"]:
+        raise UserError("config: data.train_annotations is empty; set it in the config or with "
+                        "--set data.train_annotations=PATH")
+    return read_coco_json(cfg["data"]["train_annotations"])["categories"]
+
+
+def _source_names(cfg: dict, shard_dirs: dict, *, distill: bool) -> dict:
+    """{source name: where its batches come from} for the labeled and pseudo-labeled sets."""
+    if any(shard_dirs.values()):
+        return {name: ("shards", d) for name, d in shard_dirs.items() if d}
+    data = cfg["data"]
+    sources = {LABELED: ("coco", data["train_annotations"], data["train_images"])}
+    if distill and data["pseudo_annotations"]:
+        sources[PSEUDO] = ("coco", data["pseudo_annotations"], data["pseudo_images"])
+    return sources
+
+
+def _open_stream(name, source, spec, cfg, dist, *, start_batch: int):
+    if source[0] == "shards":
+        from sadpipe.engine.shard_stream import shard_stream
+        return shard_stream(source[1], spec, cfg, dist, start_batch=start_batch,
+                            seed_offset=0 if name == LABELED else 1)
+    return streams.coco_stream(source[1], source[2], spec, cfg, dist, start_batch=start_batch,
+                               seed_offset=0 if name == LABELED else 1)
 
 
 def _unwrap(model):

@@ -1,0 +1,82 @@
+"""The teacher at training scale: dense class probabilities for exactly the student's views.
+
+Used offline by ``cache-logits`` (one view at a time, on the view's own padded grid) and
+online by ``train --teacher`` (a whole student batch).
+"""
+from __future__ import annotations
+
+import torch
+
+from sadpipe.checkpoint import ModelSpec, load_model
+from sadpipe.data.transforms import Preprocessing, make_view
+from sadpipe.errors import UserError
+from sadpipe.modeling.distill import view_anchor_mask
+
+
+def check_teacher_compatible(teacher: ModelSpec, student: ModelSpec, *, source) -> None:
+    """Per-anchor distillation needs the same classes and the same anchors."""
+    if teacher.category_ids != student.category_ids:
+        raise UserError(f"{source}: teacher classes (ids {teacher.category_ids[:8]}...) differ from "
+                        f"the student's (ids {student.category_ids[:8]}...)")
+    if teacher.anchor_layout != student.anchor_layout:
+        raise UserError(f"{source}: teacher anchor layout {teacher.anchor_layout.to_dict()} differs "
+                        f"from the student's {student.anchor_layout.to_dict()}; per-anchor "
+                        "distillation needs the same anchors")
+
+
+class Teacher:
+    """A frozen teacher producing sigmoid class probabilities.
+
+    Args:
+        checkpoint: sadpipe checkpoint of the teacher.
+        view_prep: the preprocessing that defines the views (the student's sizes); the
+            teacher still normalises pixels with its own mean/std.
+    """
+
+    def __init__(self, checkpoint, *, device: str = "cpu"):
+        self.model, self.spec = load_model(checkpoint, device=device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = device
+
+    @torch.no_grad()
+    def view_probs(self, image, recipe: dict, view_prep: Preprocessing) -> torch.Tensor:
+        """Probabilities (HWA_view, C) for one view on its own padded grid."""
+        prep = self._teacher_prep(view_prep)
+        x = make_view(image, recipe, prep)
+        ph, pw = recipe["padded_size"]
+        batch = x.new_zeros(1, 3, ph, pw)
+        batch[0, :, : x.shape[1], : x.shape[2]] = x
+        logits, _ = self.model(batch.to(self.device))
+        return torch.sigmoid(logits[0].float())
+
+    @torch.no_grad()
+    def batch_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
+        """Probabilities (N, HWA, C) for a padded student batch, and (N, HWA) masks of the
+        anchors on each view's own grid. ``images`` are normalised with the student's
+        mean/std; the teacher gets its own normalisation, zero padding outside each view."""
+        x = self._renormalize(images, recipes, student_prep)
+        logits, _ = self.model(x.to(self.device))
+        probs = torch.sigmoid(logits.float())
+        layout = self.spec.anchor_layout
+        masks = [view_anchor_mask(layout, tuple(r["padded_size"]), tuple(images.shape[-2:]))
+                 for r in recipes]
+        return probs, torch.stack(masks)
+
+    def _teacher_prep(self, view_prep: Preprocessing) -> Preprocessing:
+        t = self.spec.preprocessing
+        return Preprocessing(min_size=view_prep.min_size, max_size=view_prep.max_size, mean=t.mean,
+                             std=t.std, size_divisibility=view_prep.size_divisibility)
+
+    def _renormalize(self, images: torch.Tensor, recipes: list[dict], prep: Preprocessing) -> torch.Tensor:
+        t = self.spec.preprocessing
+        if (t.mean, t.std) == (prep.mean, prep.std):
+            return images
+        s_mean, s_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (prep.mean, prep.std))
+        t_mean, t_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (t.mean, t.std))
+        out = ((images * s_std + s_mean) - t_mean) / t_std
+        for i, r in enumerate(recipes):
+            h, w = r["resized_size"]
+            out[i, :, h:, :] = 0
+            out[i, :, :, w:] = 0
+        return out
