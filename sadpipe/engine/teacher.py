@@ -40,15 +40,19 @@ class Teacher:
         self.device = device
 
     @torch.no_grad()
-    def view_probs(self, image, recipe: dict, view_prep: Preprocessing) -> torch.Tensor:
-        """Probabilities (HWA_view, C) for one view on its own padded grid."""
+    def views_probs(self, images, recipes: list[dict], view_prep: Preprocessing) -> torch.Tensor:
+        """Probabilities (N, HWA_view, C) for N views that share one padded size, each on
+        that (its own) padded grid. images: RGB uint8 (H, W, 3) originals."""
         prep = self._teacher_prep(view_prep)
-        x = make_view(image, recipe, prep)
-        ph, pw = recipe["padded_size"]
-        batch = x.new_zeros(1, 3, ph, pw)
-        batch[0, :, : x.shape[1], : x.shape[2]] = x
+        ph, pw = recipes[0]["padded_size"]
+        batch = torch.zeros(len(images), 3, ph, pw)
+        for i, (image, recipe) in enumerate(zip(images, recipes)):
+            if tuple(recipe["padded_size"]) != (ph, pw):
+                raise ValueError("views of one teacher batch must share their padded size")
+            x = make_view(image, recipe, prep)
+            batch[i, :, : x.shape[1], : x.shape[2]] = x
         logits, _ = self.model(batch.to(self.device))
-        return torch.sigmoid(logits[0].float())
+        return torch.sigmoid(logits.float())
 
     @torch.no_grad()
     def batch_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
