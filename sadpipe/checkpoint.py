@@ -28,6 +28,7 @@ class ModelSpec:
     categories: tuple[tuple[int, str], ...]   # (COCO category id, name), model class order
     anchor_layout: AnchorLayout
     preprocessing: Preprocessing
+    norm: str = "bn"
 
     @property
     def num_classes(self) -> int:
@@ -38,20 +39,22 @@ class ModelSpec:
         return [c for c, _ in self.categories]
 
     def build(self, *, pretrained: bool = False) -> RetinaNet:
-        return RetinaNet(self.arch, self.num_classes, self.anchor_layout, pretrained=pretrained)
+        return RetinaNet(self.arch, self.num_classes, self.anchor_layout, pretrained=pretrained,
+                         norm=self.norm)
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "num_classes": self.num_classes,
                 "categories": [{"id": c, "name": n} for c, n in self.categories],
                 "anchor_layout": self.anchor_layout.to_dict(),
-                "preprocessing": self.preprocessing.to_dict()}
+                "preprocessing": self.preprocessing.to_dict(), "norm": self.norm}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(arch=d["arch"],
                    categories=tuple((int(c["id"]), str(c["name"])) for c in d["categories"]),
                    anchor_layout=AnchorLayout.from_dict(d["anchor_layout"]),
-                   preprocessing=Preprocessing.from_dict(d["preprocessing"]))
+                   preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+                   norm=d.get("norm", "bn"))
 
 
 def save_checkpoint(path, spec: ModelSpec, model: torch.nn.Module, **extra) -> None:

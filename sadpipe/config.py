@@ -16,6 +16,7 @@ DEFAULTS: dict = {
         "arch": "resnet50",
         "pretrained": False,          # torchvision ImageNet weights for the body (downloads)
         "init": "",                   # sadpipe checkpoint to start from (same arch/classes)
+        "norm": "bn",                 # small bodies: bn | gn | frozen_bn (paper bodies: frozen BN)
         "anchor_size_factor": 4.0,    # anchor base size = factor × stride
         "scales_per_octave": 3,
         "aspect_ratios": [0.5, 1.0, 2.0],

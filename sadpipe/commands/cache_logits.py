@@ -22,7 +22,7 @@ from sadpipe.errors import UserError
               help="Views cached per image: orig and/or hflip (the student's train-time flips).")
 @click.option("--student-config", type=click.Path(dir_okay=False),
               help="The student's train config: view sizes and normalisation are taken from "
-                   "it (input.min_size / max_size / mean / std), so views match exactly.")
+                   "it (input.train_min_sizes / max_size / mean / std), so views match exactly.")
 @click.option("--min-size", type=int, help="Short side of the views (overrides the config).")
 @click.option("--max-size", type=int, help="Long-side cap of the views (overrides the config).")
 @click.option("--shard-size", default=64, show_default=True, help="Images per shard.")
@@ -58,7 +58,10 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
     mean = std = None
     if student_config:
         cfg = load_config(student_config)
-        min_size = min_size or cfg["input"]["min_size"]
+        if len(cfg["input"]["train_min_sizes"]) != 1:
+            raise UserError(f"{student_config}: input.train_min_sizes must hold the one training "
+                            "scale to cache")
+        min_size = min_size or cfg["input"]["train_min_sizes"][0]
         max_size = max_size or cfg["input"]["max_size"]
         mean, std = tuple(cfg["input"]["mean"]), tuple(cfg["input"]["std"])
     settings = CacheSettings(views=tuple(v.strip() for v in views.split(",") if v.strip()),

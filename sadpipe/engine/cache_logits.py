@@ -79,12 +79,17 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
                         f"the teacher's (ids {teacher.spec.category_ids[:8]})")
     prep = view_preprocessing(teacher, settings)
     header = cache_header(teacher, teacher_path, prep, settings, annotations)
+    if not dist.is_main:
+        barrier(dist)  # rank 0 claims (or clears) the folder first
     try:
         writer = shards.ShardWriter(out_dir, header=header, codec=shards.SparseCodec(),
                                     shard_size=settings.shard_size, rank=dist.rank,
-                                    overwrite=overwrite and dist.is_main)
+                                    overwrite=overwrite)
     except shards.ShardError as err:
-        raise UserError(str(err)) from None
+        raise UserError(f"{out_dir}: {err}") from None
+    finally:
+        if dist.is_main:
+            barrier(dist)
 
     groups = [dataset.records[i:i + settings.batch_size]
               for i in range(0, len(dataset.records), settings.batch_size)]

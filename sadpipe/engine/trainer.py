@@ -24,7 +24,7 @@ from sadpipe.engine.schedule import learning_rate
 from sadpipe.engine.teacher import Teacher, check_teacher_compatible
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
-from sadpipe.modeling.backbones import ARCHS
+from sadpipe.modeling.backbones import ARCHS, NORMS
 from sadpipe.modeling.distill import adaptive_distillation_loss, mean_adaptive_weight
 from sadpipe.modeling.losses import detection_losses
 from sadpipe.modeling.targets import IGNORE, build_targets
@@ -43,8 +43,10 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
                           aspect_ratios=tuple(m["aspect_ratios"]))
     prep = Preprocessing(min_size=i["min_size"], max_size=i["max_size"], mean=tuple(i["mean"]),
                          std=tuple(i["std"]), size_divisibility=layout.size_divisibility)
+    if m["norm"] not in NORMS:
+        raise UserError(f"config: model.norm '{m['norm']}' is unknown (known: {', '.join(NORMS)})")
     return ModelSpec(arch=m["arch"], categories=tuple((c["id"], c["name"]) for c in categories),
-                     anchor_layout=layout, preprocessing=prep)
+                     anchor_layout=layout, preprocessing=prep, norm=m["norm"])
 
 
 def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseudo_shards=None,

@@ -41,10 +41,28 @@ ARCHS: dict[str, ArchSpec] = {
 }
 
 
-def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int = 3) -> nn.Module:
+NORMS = ("bn", "gn", "frozen_bn")
+GN_GROUPS = 8
+
+
+def norm_layer(name: str):
+    """Normalisation of the small bodies: batch norm (default), group norm (batch-size and
+    process-count independent, e.g. for exact DDP checks) or frozen batch norm."""
+    if name == "bn":
+        return nn.BatchNorm2d
+    if name == "gn":
+        return lambda channels: nn.GroupNorm(GN_GROUPS if channels % GN_GROUPS == 0 else 1, channels)
+    if name == "frozen_bn":
+        return misc_ops.FrozenBatchNorm2d
+    raise ValueError(f"norm must be one of {NORMS}, got {name!r}")
+
+
+def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int = 3,
+                   norm: str = "bn") -> nn.Module:
     """Body + FPN returning P3..P7 (``OrderedDict`` of 5 feature maps, equal channels).
 
-    ``pretrained`` downloads torchvision's ImageNet weights (paper architectures only)."""
+    ``pretrained`` downloads torchvision's ImageNet weights (paper architectures only, which
+    always use frozen batch norm); ``norm`` applies to the small bodies."""
     spec = ARCHS[arch]
     if spec.family == "resnet":
         weights = "DEFAULT" if pretrained else None
@@ -52,15 +70,15 @@ def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int
                                                       norm_layer=misc_ops.FrozenBatchNorm2d)
         return _resnet_fpn_extractor(body, trainable_layers, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(spec.fpn_channels, spec.fpn_channels))
-    return _regnet_fpn(spec)
+    return _regnet_fpn(spec, norm_layer(norm))
 
 
-def _regnet_fpn(spec: ArchSpec) -> BackboneWithFPN:
+def _regnet_fpn(spec: ArchSpec, norm) -> BackboneWithFPN:
     n = len(spec.depths)
     group_widths = [min(spec.group_width, w) for w in spec.widths]
     params = regnet.BlockParams(list(spec.depths), list(spec.widths), group_widths,
                                 [1.0] * n, [2] * n)
-    body = regnet.RegNet(params, stem_width=spec.stem_width, norm_layer=nn.BatchNorm2d)
+    body = regnet.RegNet(params, stem_width=spec.stem_width, norm_layer=norm)
     widths = list(spec.widths)
     return_layers = {"block2": "0", "block3": "1", "block4": "2"}
     stages = OrderedDict([("stem", body.stem), *body.trunk_output.named_children()])

@@ -23,13 +23,14 @@ class RetinaNet(nn.Module):
         num_classes: C, foreground classes (no background logit: sigmoid per class).
         anchor_layout: where the A anchors per location sit on each level.
         pretrained: load torchvision ImageNet weights into the body (downloads).
+        norm: "bn", "gn" or "frozen_bn" for the small bodies (paper bodies: frozen BN).
     """
 
     def __init__(self, arch: str, num_classes: int, anchor_layout: AnchorLayout | None = None,
-                 *, pretrained: bool = False):
+                 *, pretrained: bool = False, norm: str = "bn"):
         super().__init__()
         self.anchor_layout = anchor_layout or AnchorLayout()
-        self.backbone = build_backbone(arch, pretrained=pretrained)
+        self.backbone = build_backbone(arch, pretrained=pretrained, norm=norm)
         self.head = RetinaNetHead(self.backbone.out_channels, self.anchor_layout.num_anchors,
                                   num_classes)
         self.num_classes = num_classes

@@ -1,0 +1,152 @@
+"""Training batches read from teacher shards: images, targets and teacher scores.
+
+Each rank reads its own shards (``webdataset.split_by_node``), each DataLoader worker its
+own part of those (``split_by_worker``); epochs are chained, so every worker's stream is
+infinite and a pure function of (seed, epoch, rank, worker). The DataLoader hands out
+worker batches round-robin, so after ``b`` batches worker ``w`` has produced
+``len(range(w, b, W))`` of them: a resumed run skips exactly that many samples per worker.
+"""
+from __future__ import annotations
+
+import io
+from itertools import count
+
+import numpy as np
+import torch
+from PIL import Image
+
+import shards
+from sadpipe.data.transforms import make_recipe, make_view, pad_batch, transform_boxes
+from sadpipe.engine.distributed import DistInfo
+from sadpipe.errors import UserError
+from sadpipe.modeling.distill import to_batch_layout
+
+RECIPE_FIELDS = ("image_size", "resized_size", "padded_size", "flip")
+
+
+def read_checked_manifest(shard_dir) -> dict:
+    try:
+        return shards.read_manifest(shard_dir)
+    except shards.ShardError as err:
+        raise UserError(str(err)) from None
+
+
+def manifest_categories(shard_dir) -> list[dict]:
+    """The classes the teacher shards were made for (training takes them from here)."""
+    return read_checked_manifest(shard_dir)["header"]["categories"]
+
+
+def expected_header(spec, cfg: dict) -> dict:
+    """The shard header fields that must equal the student's own settings."""
+    prep = spec.preprocessing
+    views = ["orig", "hflip"] if cfg["input"]["flip"] else ["orig"]
+    return {"categories": [{"id": c, "name": n} for c, n in spec.categories],
+            "anchor_layout": spec.anchor_layout.to_dict(),
+            "preprocessing": {"min_size": cfg["input"]["train_min_sizes"][0],
+                              "max_size": prep.max_size, "mean": list(prep.mean),
+                              "std": list(prep.std), "size_divisibility": prep.size_divisibility},
+            "views": views}
+
+
+def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0):
+    """Infinite iterator of training batches (see :mod:`sadpipe.engine.streams`)."""
+    manifest = read_checked_manifest(shard_dir)
+    if len(cfg["input"]["train_min_sizes"]) != 1:
+        raise UserError(f"input.train_min_sizes {cfg['input']['train_min_sizes']}: distilling from "
+                        "shards needs the single scale the teacher was cached at")
+    try:
+        shards.check_compatible(manifest, expected_header(spec, cfg))
+    except shards.ShardMismatchError as err:
+        raise UserError(f"{shard_dir}: {err}") from None
+    workers = cfg["data"]["num_workers"]
+    num_shards = len(manifest["shards"])
+    if num_shards < dist.world_size * max(workers, 1):
+        raise UserError(f"{shard_dir}: {num_shards} shards cannot feed {dist.world_size} processes × "
+                        f"{max(workers, 1)} workers; cache with a smaller --shard-size")
+    dataset = ShardBatches(shard_dir, manifest, spec, cfg, dist, start_batch=start_batch,
+                           seed=cfg["train"]["seed"] + seed_offset)
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers))
+
+
+class ShardBatches(torch.utils.data.IterableDataset):
+    """Per-rank batches of ``images_per_batch / world_size`` samples from one shard set."""
+
+    def __init__(self, shard_dir, manifest, spec, cfg, dist: DistInfo, *, start_batch: int, seed: int):
+        super().__init__()
+        self.shard_dir, self.manifest, self.spec = str(shard_dir), manifest, spec
+        self.per_rank = cfg["solver"]["images_per_batch"] // dist.world_size
+        self.flip, self.min_size = cfg["input"]["flip"], cfg["input"]["train_min_sizes"][0]
+        self.class_of = {cid: i for i, cid in enumerate(spec.category_ids)}
+        self.dist, self.start_batch, self.seed = dist, start_batch, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        skip = len(range(worker, self.start_batch, num_workers)) * self.per_rank
+        batch = []
+        for sample in self._samples(worker, num_workers, skip):
+            batch.append(sample)
+            if len(batch) == self.per_rank:
+                yield self._collate(batch)
+                batch = []
+
+    def _samples(self, worker: int, num_workers: int, skip: int):
+        counts = [s["count"] for s in self.manifest["shards"]]
+        for epoch in count():
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(counts))
+            mine = order[self.dist.rank::self.dist.world_size][worker::num_workers]
+            size = sum(counts[i] for i in mine)
+            if skip >= size:
+                skip -= size
+                continue
+            # webdataset's split_by_node / split_by_worker take order[rank::world][worker::W]
+            pipeline = shards.shard_pipeline(self.shard_dir, manifest=self.manifest, epoch=epoch,
+                                             seed=self.seed, start=skip)
+            skip = 0
+            for raw in pipeline:
+                yield self._load(raw, epoch)
+
+    def _load(self, raw: dict, epoch: int) -> dict:
+        """One training view of a shard sample: pick a cached view, rebuild its pixels."""
+        where = f"shard {raw['shard']}, sample {raw['key']}"
+        names = ["orig", "hflip"] if self.flip else ["orig"]
+        rng = np.random.default_rng([self.seed, epoch, raw["position"]["index"]])
+        name = names[int(rng.integers(len(names)))]
+        view = raw["views"][name]
+        image = np.asarray(Image.open(io.BytesIO(raw["image_bytes"])).convert("RGB"))
+        recipe = view["recipe"]
+        own = make_recipe(self.spec.preprocessing, image.shape[0], image.shape[1],
+                          flip=name == "hflip", min_size=self.min_size)
+        if any(own[k] != recipe[k] for k in RECIPE_FIELDS):
+            raise UserError(f"{where}: cached view {name} was made as {_show(recipe)}, the student "
+                            f"makes {_show(own)}")
+        try:
+            probs = torch.from_numpy(shards.decode_view(raw, name))
+        except shards.ShardError as err:
+            raise UserError(str(err)) from None
+        target = raw["target"]
+        boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+        return {"image": make_view(image, recipe, self.spec.preprocessing),
+                "boxes": torch.from_numpy(transform_boxes(boxes, recipe)),
+                "labels": torch.tensor([self.class_of[c] for c in target["category_ids"]],
+                                       dtype=torch.int64),
+                "image_id": target["image_id"], "recipe": recipe, "probs": probs,
+                "normalizer": float(view["normalizer"])}
+
+    def _collate(self, samples: list[dict]) -> dict:
+        layout = self.spec.anchor_layout
+        images = pad_batch([s["image"] for s in samples], layout.size_divisibility)
+        batch_hw = tuple(images.shape[-2:])
+        placed = [to_batch_layout(s["probs"], layout, tuple(s["recipe"]["padded_size"]), batch_hw)
+                  for s in samples]
+        return {"images": images,
+                "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+                "image_ids": [s["image_id"] for s in samples],
+                "recipes": [s["recipe"] for s in samples], "skipped": 0,
+                "teacher_probs": torch.stack([p for p, _ in placed]),
+                "teacher_mask": torch.stack([m for _, m in placed]),
+                "normalizer": sum(s["normalizer"] for s in samples)}
+
+
+def _show(recipe: dict) -> str:
+    return ", ".join(f"{k}={recipe[k]}" for k in RECIPE_FIELDS)
