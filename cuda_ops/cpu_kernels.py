@@ -6,7 +6,7 @@ returns the un-normalised loss sum. No other buffer of input size is created.
 
 Speed comes from keeping the inner loop over classes free of library calls so LLVM can
 vectorise it: exp and log1p are evaluated with float32 range reduction + short
-polynomials (accurate to a few ulp), and one exp and one log1p per element serve the
+polynomials (within 5 ulp), and one exp and one log1p per element serve the
 sigmoid, log p, log(1 - p) and the focal term. The ADW costs one more expm1; a general
 ``gamma`` or ``beta != 0`` cost the logs / exps they need, nothing more.
 

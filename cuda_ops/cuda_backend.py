@@ -57,25 +57,23 @@ def _stream(device):
 
 
 def _view(tensor):
-    """The kernel-side view of a tensor: a numba device array on GPU, numpy in the simulator."""
+    """The kernel-side view of a tensor: a numba device array on a GPU; in the simulator a numpy
+    array sharing the tensor's memory (the simulator copies it in and writes it back after the
+    launch). Outputs are always allocated contiguous, so their writes land in the tensor."""
     tensor = tensor.detach()
     if SIMULATOR:
         return np.ascontiguousarray(tensor.numpy())
     return cuda.as_cuda_array(tensor, sync=False)
 
 
-def _launch(kernel, size, device, args, outputs, launch):
-    """Run ``kernel`` over ``size`` elements; ``outputs`` are torch tensors the kernel writes."""
+def _launch(kernel, size, device, args, launch):
+    """Run ``kernel`` over ``size`` elements with ``args`` (tensors are viewed, not copied)."""
     if size == 0:
         return
     blocks, threads = launch_config(size, device, **launch)
     with _device_context(device):
         views = [_view(a) if isinstance(a, torch.Tensor) else a for a in args]
         kernel[blocks, threads, _stream(device)](*views)
-        if SIMULATOR:  # the simulator wrote into numpy copies: bring them back
-            for tensor in outputs:
-                position = next(i for i, a in enumerate(args) if a is tensor)
-                tensor.copy_(torch.from_numpy(views[position]))
 
 
 def _scale(normalizer):
@@ -88,7 +86,7 @@ def sigmoid_focal_loss(logits, labels, normalizer, *, alpha, gamma, **launch):
     out = torch.zeros(1, dtype=torch.float64, device=logits.device)
     scale = _scale(normalizer)
     args = (logits, labels, np.float32(alpha), np.float32(gamma), gamma == 2.0, scale, grad, out)
-    _launch(cuda_kernels.focal_kernel, logits.numel(), logits.device, args, (grad, out), launch)
+    _launch(cuda_kernels.focal_kernel, logits.numel(), logits.device, args, launch)
     return (out[0] * scale[0]).to(torch.float32), grad
 
 
@@ -103,7 +101,7 @@ def adaptive_distillation_loss(logits, probs, labels, normalizer, *, alpha, gamm
         labels = torch.zeros(1, dtype=torch.int64, device=device)  # never read
     args = (logits, probs, labels, use_labels, np.float32(alpha), np.float32(gamma),
             np.float32(beta), gamma == 2.0, scale, grad, out)
-    _launch(cuda_kernels.adl_kernel, logits.numel(), device, args, (grad, out), launch)
+    _launch(cuda_kernels.adl_kernel, logits.numel(), device, args, launch)
     return (out[0] * scale[0]).to(torch.float32), grad
 
 
@@ -111,5 +109,5 @@ def power_sum(probs, power, **launch):
     """probs (M, C) float32 -> 0-dim float32 tensor, sum of probs ** power."""
     out = torch.zeros(1, dtype=torch.float64, device=probs.device)
     args = (probs, np.float32(power), out)
-    _launch(cuda_kernels.power_sum_kernel, probs.numel(), probs.device, args, (out,), launch)
+    _launch(cuda_kernels.power_sum_kernel, probs.numel(), probs.device, args, launch)
     return out[0].to(torch.float32)

@@ -152,6 +152,13 @@ def test_backward_scales_by_incoming_gradient(backend, generator):
     assert_matches(leaf.grad, 2 * x + 3 * grad)
 
 
+def test_numba_cpu_is_deterministic(generator):
+    x, q, labels = _inputs((300, 80), generator)
+    first = loss_and_grad(ADL, x, q, labels, backend="numba-cpu")
+    second = loss_and_grad(ADL, x, q, labels, backend="numba-cpu")
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 def test_second_backward_through_same_graph_raises(backend, generator):
     x, q, labels = _inputs((6, 3), generator)
