@@ -1,0 +1,203 @@
+"""The run's report: ``report.json``, ``report.md`` and ``pr_curves.png`` in the workdir.
+
+* the paper's main-results table: Student model | Baseline mAP | Teacher model | Baseline mAP |
+  Student mAP after distillation (COCO AP at IoU 0.50:0.95);
+* AP, AP50, AP75, APs, APm, APl of the three models (from each ``sadpipe eval`` metrics.json);
+* the teacher cache's size per view (from each ``sadpipe cache-logits`` manifest.json:
+  ``totals``: samples, views, shard bytes, stored and dense fp16 bytes per view);
+* wall time per stage (from state.json: summed over the attempts that made the outputs);
+* the three models' precision-recall curves on one PNG.
+
+Metrics in ``report.json`` are fractions (as in metrics.json); ``report.md`` shows percent.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sadpipe.data.coco import is_finite_number, load_json_file
+from sadpipe.errors import UserError
+from sadpipe.evaluation.plots import plot_pr_curves, read_pr_curve
+from sadpipe.fileio import atomic_path, write_json
+from sadpipe.pipeline.display import format_duration
+from sadpipe.pipeline.report_spec import CACHE_OUTPUT, ROLES
+from sadpipe.pipeline.spec import Pipeline
+from sadpipe.pipeline.state import RunState
+
+REPORT_JSON, REPORT_MD, PR_PNG = "report.json", "report.md", "pr_curves.png"
+MODEL_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+ROLE_TITLES = {"teacher": "teacher", "baseline": "baseline student",
+               "distilled": "distilled student (SAD)"}
+UNDEFINED = "n/a"
+CACHE_COUNTS = ("samples", "views", "shard_bytes")      # manifest totals read for the report
+CACHE_SIZES = ("payload_bytes_per_view", "dense_fp16_bytes_per_view")
+
+
+def write_report(pipeline: Pipeline, state: RunState) -> list[Path]:
+    """Write the three report files (each atomically); returns their paths."""
+    report = build_report(pipeline, state)
+    curves = {f"{ROLE_TITLES[role]}: {report['models'][role]['model']}":
+              read_pr_curve(pipeline.stage(entry.eval_stage).outputs["pr_curve"])
+              for role, entry in pipeline.report.models.items()}
+    paths = [pipeline.workdir / name for name in (REPORT_JSON, REPORT_MD, PR_PNG)]
+    plot_pr_curves(curves, paths[2])
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text(format_markdown(report))
+    write_json(paths[0], report)
+    return paths
+
+
+def build_report(pipeline: Pipeline, state: RunState) -> dict:
+    """The report as a JSON-able dict (what ``report.json`` holds)."""
+    spec = pipeline.report
+    models = {role: {"model": entry.model, "stage": entry.eval_stage,
+                     **model_metrics(pipeline.stage(entry.eval_stage).outputs["metrics"])}
+              for role, entry in spec.models.items()}
+    stages = stage_times(pipeline, state)
+    return {
+        "pipeline": pipeline.name,
+        "workdir": str(pipeline.workdir),
+        "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "main_results": main_results(models),
+        "models": models,
+        "caches": {name: cache_sizes(pipeline.stage(name).outputs[CACHE_OUTPUT])
+                   for name in spec.caches},
+        "stages": stages,
+        "total_wall_s": round(sum(s["wall_s"] or 0.0 for s in stages), 3),
+    }
+
+
+def model_metrics(path) -> dict:
+    """AP, AP50, AP75, APs, APm, APl (fractions or None) from a ``sadpipe eval`` metrics.json."""
+    metrics = load_json_file(path)
+    bbox = metrics.get("bbox") if isinstance(metrics, dict) else None
+    if not isinstance(bbox, dict):
+        raise UserError(f"{path}: bbox: missing; expected a sadpipe eval metrics file")
+    for name in MODEL_STATS:
+        if name not in bbox or not (bbox[name] is None or is_finite_number(bbox[name])):
+            raise UserError(f"{path}: bbox.{name}: expected a number or null")
+    return {name: bbox[name] for name in MODEL_STATS}
+
+
+def main_results(models: dict) -> dict:
+    """The paper's table row, plus the two differences the SAD claim is about (AP points)."""
+    teacher, baseline, distilled = (models[role] for role in ROLES)
+    return {
+        "student_model": baseline["model"],
+        "student_baseline_AP": baseline["AP"],
+        "teacher_model": teacher["model"],
+        "teacher_baseline_AP": teacher["AP"],
+        "student_distilled_AP": distilled["AP"],
+        "gain_over_baseline_AP": _difference(distilled["AP"], baseline["AP"]),
+        "gap_to_teacher_AP": _difference(distilled["AP"], teacher["AP"]),
+    }
+
+
+def cache_sizes(path) -> dict:
+    """Size of one teacher cache from its shard manifest (``totals``): ``{"samples", "views",
+    "bytes" (shards on disk), "bytes_per_view" (stored teacher scores per cached view),
+    "dense_fp16_bytes_per_view", "compression_vs_fp16"}``."""
+    manifest = load_json_file(path)
+    totals = manifest.get("totals") if isinstance(manifest, dict) else None
+    if not isinstance(totals, dict):
+        raise UserError(f"{path}: totals: missing; expected a sadpipe shard manifest")
+    for key in CACHE_COUNTS:
+        if not _is_count(totals.get(key)):
+            raise UserError(f"{path}: totals.{key}: expected a count")
+    for key in CACHE_SIZES:
+        if not is_finite_number(totals.get(key)) or totals[key] < 0:
+            raise UserError(f"{path}: totals.{key}: expected a number of bytes")
+    payload, dense = totals["payload_bytes_per_view"], totals["dense_fp16_bytes_per_view"]
+    return {"samples": totals["samples"], "views": totals["views"],
+            "bytes": totals["shard_bytes"], "bytes_per_view": payload,
+            "dense_fp16_bytes_per_view": dense,
+            "compression_vs_fp16": dense / payload if payload else None}
+
+
+def stage_times(pipeline: Pipeline, state: RunState) -> list[dict]:
+    rows = []
+    for stage in pipeline.stages:
+        record = state.record(stage.name) or {}
+        rows.append({"name": stage.name, "command": stage.command or "",
+                     "status": "given" if stage.given else record.get("status", "not run"),
+                     "attempts": 0 if stage.given else record.get("attempts", 0),
+                     "wall_s": None if stage.given else record.get("wall_s")})
+    return rows
+
+
+# ---- markdown
+
+def format_markdown(report: dict) -> str:
+    models = report["models"]
+    lines = [f"# SAD run report: {report['pipeline']}", "",
+             f"Workdir `{report['workdir']}`, written {report['written_at']}.", "",
+             "## Main results (COCO box mAP, %)", "", *main_table(report["main_results"]), "",
+             "## Per model (%)", "",
+             "| Model | Role | " + " | ".join(MODEL_STATS) + " |",
+             "|---|---|" + "---:|" * len(MODEL_STATS)]
+    for role in ROLES:
+        row = models[role]
+        cells = " | ".join(_pct(row[name]) for name in MODEL_STATS)
+        lines.append(f"| {row['model']} | {ROLE_TITLES[role]} | {cells} |")
+    lines += ["", "## Teacher cache", ""] + _cache_lines(report["caches"])
+    lines += ["", "## Wall time per stage", "", "| # | Stage | Command | Status | Attempts | "
+              "Wall time |", "|---:|---|---|---|---:|---:|"]
+    for n, row in enumerate(report["stages"], 1):
+        wall = "" if row["wall_s"] is None else format_duration(row["wall_s"])
+        lines.append(f"| {n} | {row['name']} | {row['command']} | {row['status']} | "
+                     f"{row['attempts']} | {wall} |")
+    lines += [f"| | total | | | | {format_duration(report['total_wall_s'])} |", "",
+              f"![precision-recall curves of the three models]({PR_PNG})", ""]
+    return "\n".join(lines)
+
+
+def main_table(main: dict) -> list[str]:
+    """The paper's main-results table for this run (markdown), and the two differences."""
+    return [
+        "| Student model | Baseline mAP | Teacher model | Baseline mAP | "
+        "Student mAP after distillation |",
+        "|---|---:|---|---:|---:|",
+        f"| {main['student_model']} | {_pct(main['student_baseline_AP'])} | "
+        f"{main['teacher_model']} | {_pct(main['teacher_baseline_AP'])} | "
+        f"{_pct(main['student_distilled_AP'])} |", "",
+        f"Distilled student vs baseline student: {_points(main['gain_over_baseline_AP'])} AP; "
+        f"vs teacher: {_points(main['gap_to_teacher_AP'])} AP.",
+    ]
+
+
+def _cache_lines(caches: dict) -> list[str]:
+    if not caches:
+        return ["No cache stages in this pipeline."]
+    lines = ["| Cache | Samples | Views | On disk | Per view | Dense fp16 per view | "
+             "Compression |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, c in caches.items():
+        ratio = UNDEFINED if c["compression_vs_fp16"] is None else f"{c['compression_vs_fp16']:.1f}x"
+        lines.append(f"| {name} | {c['samples']} | {c['views']} | {human_bytes(c['bytes'])} | "
+                     f"{human_bytes(c['bytes_per_view'])} | "
+                     f"{human_bytes(c['dense_fp16_bytes_per_view'])} | {ratio} |")
+    return lines
+
+
+def human_bytes(count: float) -> str:
+    """Decimal units: ``1534`` → ``1.5 kB``."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    step = 0
+    while count >= 1000 and step < len(units) - 1:
+        count, step = count / 1000, step + 1
+    return f"{count:.0f} B" if step == 0 else f"{count:.1f} {units[step]}"
+
+
+def _pct(value) -> str:
+    return UNDEFINED if value is None else f"{100 * value:.1f}"
+
+
+def _points(value) -> str:
+    return UNDEFINED if value is None else f"{100 * value:+.1f}"
+
+
+def _difference(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -1,0 +1,74 @@
+"""The pipeline's ``[report]`` section: which stages hold the three models' evaluations and the
+teacher caches.
+
+::
+
+    [report]
+    teacher = { model = "toy_teacher", eval = "eval_teacher" }
+    baseline = { model = "toy_student", eval = "eval_student" }    # student without a teacher
+    distilled = { model = "toy_student", eval = "eval_student_sad" }
+    caches = ["cache_labeled", "cache_pseudo"]
+
+An ``eval`` stage must have the outputs ``metrics`` (metrics.json) and ``pr_curve``
+(pr_curve.json) of ``sadpipe eval``; a cache stage the output ``manifest`` (manifest.json of
+``sadpipe cache-logits``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sadpipe.errors import UserError
+
+ROLES = ("teacher", "baseline", "distilled")
+EVAL_OUTPUTS = ("metrics", "pr_curve")
+CACHE_OUTPUT = "manifest"
+REPORT_KEYS = (*ROLES, "caches")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model: str        # shown in the tables, e.g. "RetinaNet R-50"
+    eval_stage: str   # stage whose outputs are metrics.json and pr_curve.json
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    models: dict[str, ModelEntry]   # role (ROLES) -> entry
+    caches: tuple[str, ...]         # stages whose output "manifest" is a shard manifest
+
+
+def parse_report(section, stages, *, where: str) -> ReportSpec | None:
+    """Check ``[report]`` against the resolved ``stages``; None when there is no section."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: report: must be a table ([report])")
+    unknown = [key for key in section if key not in REPORT_KEYS]
+    if unknown:
+        raise UserError(f"{where}: report.{unknown[0]}: unknown key (known: "
+                        f"{', '.join(REPORT_KEYS)})")
+    outputs = {stage.name: stage.outputs for stage in stages}
+    models = {role: _model(section.get(role), role, outputs, where) for role in ROLES}
+    caches = section.get("caches", [])
+    if not isinstance(caches, list) or not all(isinstance(c, str) for c in caches):
+        raise UserError(f"{where}: report.caches: must be a list of stage names")
+    for name in caches:
+        _check_outputs(name, (CACHE_OUTPUT,), outputs, "report.caches", where)
+    return ReportSpec(models=models, caches=tuple(caches))
+
+
+def _model(entry, role: str, outputs: dict, where: str) -> ModelEntry:
+    key = f"report.{role}"
+    if (not isinstance(entry, dict) or set(entry) != {"model", "eval"}
+            or not all(isinstance(v, str) and v for v in entry.values())):
+        raise UserError(f"{where}: {key}: must be {{ model = \"NAME\", eval = \"STAGE\" }}")
+    _check_outputs(entry["eval"], EVAL_OUTPUTS, outputs, f"{key}.eval", where)
+    return ModelEntry(model=entry["model"], eval_stage=entry["eval"])
+
+
+def _check_outputs(stage: str, needed: tuple, outputs: dict, key: str, where: str) -> None:
+    if stage not in outputs:
+        raise UserError(f"{where}: {key}: no stage '{stage}'")
+    missing = [name for name in needed if name not in outputs[stage]]
+    if missing:
+        raise UserError(f"{where}: {key}: stage '{stage}' needs the output '{missing[0]}'")

@@ -1,0 +1,123 @@
+"""The shipped pipelines load, and their settings are those of DESIGN.md (the paper's release)."""
+from pathlib import Path
+
+import pytest
+
+from sadpipe.config import load_config
+from sadpipe.pipeline import find_pipeline, load_pipeline, shipped_pipelines
+from sadpipe.pipeline.shipped import SHIPPED_DIR
+
+REPO_PIPELINES = Path(__file__).resolve().parents[3] / "pipelines"
+# DESIGN.md, "Paper schedule": per pipeline (teacher arch, student arch, short side, max side).
+PAPER = {
+    "coco_r50_from_r101": ("resnet101", "resnet50", 600, 1000),
+    "coco_r101_from_x101": ("resnext101_64x4d", "resnet101", 500, 833),
+}
+TOY_ORDER = ["data", "teacher", "student", "pseudo_label", "cache_labeled", "cache_pseudo",
+             "student_sad", "eval_teacher", "eval_student", "eval_student_sad"]
+TRAIN_STAGES = ("teacher", "student", "student_sad")
+
+
+def train_config(stage) -> dict:
+    """The config a train stage resolves to: its --config file plus its --set items."""
+    args = list(stage.args)
+    overrides = tuple(args[i + 1] for i, a in enumerate(args) if a == "--set"
+                      and not args[i + 1].startswith("data.train_"))
+    return load_config(args[args.index("--config") + 1], overrides)
+
+
+def arg(stage, flag: str) -> str:
+    return stage.args[stage.args.index(flag) + 1]
+
+
+def test_shipped_pipelines_are_found_in_the_package():
+    assert set(shipped_pipelines()) == {"toy_sad", *PAPER}
+    assert SHIPPED_DIR.resolve() == REPO_PIPELINES.resolve()  # sadpipe/pipelines -> ../pipelines
+    assert find_pipeline("toy_sad") == SHIPPED_DIR / "toy_sad.toml"
+    assert find_pipeline("coco_r50_from_r101.toml") == SHIPPED_DIR / "coco_r50_from_r101.toml"
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_coco_pipelines_follow_the_paper(name, tmp_path):
+    teacher_arch, student_arch, short, longest = PAPER[name]
+    pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
+    assert [s.name for s in pipeline.stages] == TOY_ORDER
+    data = pipeline.stages[0]
+    assert data.given and data.outputs["train_images"].name == "train2017"
+    assert data.outputs["val_annotations"].name == "instances_val2017.json"
+    assert data.outputs["unlabeled_annotations"].name == "image_info_unlabeled2017.json"
+    archs = {"teacher": teacher_arch, "student": student_arch, "student_sad": student_arch}
+    for stage_name in TRAIN_STAGES:
+        stage = pipeline.stage(stage_name)
+        cfg = train_config(stage)
+        solver = cfg["solver"]
+        assert stage.nproc == 8 and solver["images_per_batch"] == 8 * 2
+        assert cfg["model"]["arch"] == archs[stage_name]
+        assert (solver["base_lr"], solver["momentum"], solver["weight_decay"]) == (0.01, 0.9, 1e-4)
+        assert (solver["warmup_iters"], solver["warmup_factor"]) == (1000, pytest.approx(1 / 3))
+        assert (solver["max_iter"], solver["steps"], solver["gamma"]) == (270000, [180000, 240000], 0.1)
+        assert cfg["input"]["flip"] is True
+        assert (cfg["input"]["min_size"], cfg["input"]["max_size"]) == (short, longest)
+        assert cfg["input"]["train_min_sizes"] == [short]
+        assert cfg["loss"] == {"focal_alpha": 0.25, "focal_gamma": 2.0, "smooth_l1_beta": 0.11}
+    student_config = arg(pipeline.stage("student"), "--config")
+    assert arg(pipeline.stage("student_sad"), "--config") == student_config
+    for cache in ("cache_labeled", "cache_pseudo"):
+        stage = pipeline.stage(cache)
+        assert stage.nproc == 8 and arg(stage, "--views") == "orig,hflip"
+        assert arg(stage, "--student-config") == student_config  # the student's input scale
+    assert pipeline.stage("pseudo_label").nproc == 8
+    assert arg(pipeline.stage("pseudo_label"), "--score-thresh") == "0.5"
+
+
+@pytest.mark.parametrize("name", ["toy_sad", *sorted(PAPER)])
+def test_wiring_between_stages(name, tmp_path):
+    pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
+    data, stage = pipeline.stages[0], pipeline.stage
+    teacher = stage("teacher").outputs["model"]
+    assert arg(stage("pseudo_label"), "--teacher") == str(teacher)
+    assert arg(stage("pseudo_label"), "--images") == str(data.outputs["unlabeled_images"])
+    assert arg(stage("pseudo_label"), "--merge-images") == str(data.outputs["train_images"])
+    assert arg(stage("cache_labeled"), "--annotations") == str(data.outputs["train_annotations"])
+    assert arg(stage("cache_pseudo"), "--annotations") == str(stage("pseudo_label").outputs["labels"])
+    assert arg(stage("cache_pseudo"), "--images") == str(data.outputs["images_root"])
+    sad = stage("student_sad")
+    assert arg(sad, "--teacher-shards") == str(stage("cache_labeled").outputs["shards"])
+    assert arg(sad, "--pseudo-shards") == str(stage("cache_pseudo").outputs["shards"])
+    for role, model_stage in (("teacher", "teacher"), ("baseline", "student"),
+                              ("distilled", "student_sad")):
+        evaluate = stage(pipeline.report.models[role].eval_stage)
+        assert arg(evaluate, "--checkpoint") == str(stage(model_stage).outputs["model"])
+        assert arg(evaluate, "--annotations") == str(data.outputs["val_annotations"])
+    assert pipeline.report.caches == ("cache_labeled", "cache_pseudo")
+    for s in pipeline.stages[1:]:
+        assert s.resume_args == (("--resume",) if s.command == "train" else ())
+        assert all(pipeline.workdir in p.parents for p in s.clean)
+
+
+@pytest.mark.parametrize("name", ["toy_sad", *sorted(PAPER)])
+def test_given_teacher_skips_teacher_training(name, tmp_path):
+    ckpt = tmp_path / "teacher.pt"
+    pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w",
+                             overrides=(f"data.teacher_checkpoint={ckpt}",))
+    assert pipeline.stage("teacher").given
+    assert arg(pipeline.stage("pseudo_label"), "--teacher") == str(ckpt)
+    assert arg(pipeline.stage("eval_teacher"), "--checkpoint") == str(ckpt)
+
+
+def test_toy_pipeline_is_the_embedded_default(tmp_path):
+    pipeline = load_pipeline(find_pipeline("toy_sad"), workdir=tmp_path / "w",
+                             overrides=("data.seed=5",))
+    assert [s.name for s in pipeline.stages] == TOY_ORDER
+    assert pipeline.stages[0].command == "toy-data" and "--seed" in pipeline.stages[0].args
+    assert arg(pipeline.stages[0], "--seed") == "5"
+    configs = {name: Path(arg(pipeline.stage(name), "--config")).name for name in TRAIN_STAGES}
+    assert configs == {"teacher": "toy_teacher.toml", "student": "toy_student.toml",
+                       "student_sad": "toy_student_sad.toml"}
+    for name in TRAIN_STAGES:
+        assert "train.seed=5" in pipeline.stage(name).args
+    for stage in pipeline.stages:
+        assert stage.nproc == 1
+    for name in ("teacher", "student"):  # the lead's configs, schedule unchanged by default
+        cfg = train_config(pipeline.stage(name))
+        assert cfg["solver"]["max_iter"] == load_config(REPO_PIPELINES / f"toy_{name}.toml")["solver"]["max_iter"]

@@ -1,0 +1,85 @@
+"""CI smoke test: the embedded pipeline (pipelines/toy_sad.toml, what `sadpipe demo` runs) end
+to end at toy size, every artifact and the report's structure, then a second run that skips
+everything. Runs as soon as pseudo-label, cache-logits and distillation are installed."""
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sadpipe.commands.run import command as run_command
+from sadpipe.pipeline import find_pipeline
+from sadpipe.pipeline.shipped import SHIPPED_DIR
+
+STAGES = ["data", "teacher", "student", "pseudo_label", "cache_labeled", "cache_pseudo",
+          "student_sad", "eval_teacher", "eval_student", "eval_student_sad"]
+TOY_SIZE = ("data.num_train=8", "data.num_unlabeled=6", "data.num_val=6",
+            "vars.teacher_iters=3", "vars.student_iters=3", "vars.distill_iters=4")
+STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _missing() -> list[str]:
+    missing = [f"sadpipe.commands.{m}" for m in ("pseudo_label", "cache_logits")
+               if importlib.util.find_spec(f"sadpipe.commands.{m}") is None]
+    from sadpipe.commands.train import command as train_command
+
+    if "teacher_shards" not in {p.name for p in train_command.params}:
+        missing.append("train --teacher-shards")
+    if not (SHIPPED_DIR / "toy_student_sad.toml").exists():
+        missing.append("pipelines/toy_student_sad.toml")
+    return missing
+
+
+pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"not installed yet: {_missing()}")
+
+
+def _run(workdir):
+    args = [str(find_pipeline("toy_sad")), "--workdir", str(workdir)]
+    for item in TOY_SIZE:
+        args += ["--set", item]
+    return CliRunner().invoke(run_command, args)
+
+
+def test_embedded_pipeline_end_to_end(tmp_path):
+    workdir = tmp_path / "demo"
+    result = _run(workdir)
+    assert result.exit_code == 0, result.output
+    state = json.loads((workdir / "state.json").read_text())["stages"]
+    assert list(state) == STAGES
+    assert all(state[name]["status"] == "done" for name in STAGES)
+    for name in STAGES:
+        assert (workdir / "logs" / f"{name}.log").stat().st_size > 0
+    for path in ("data/annotations/train.json", "data/annotations/val.json",
+                 "data/annotations/unlabeled.json", "teacher/model_final.pt",
+                 "student/model_final.pt", "student_sad/model_final.pt", "pseudo/pseudo.json",
+                 "cache/labeled/manifest.json", "cache/pseudo/manifest.json",
+                 "eval/teacher/metrics.json", "eval/student/metrics.json",
+                 "eval/student_sad/metrics.json", "report.md", "report.json", "pr_curves.png"):
+        assert (workdir / path).is_file(), path
+    pseudo = json.loads((workdir / "pseudo" / "pseudo.json").read_text())
+    assert pseudo["info"]["images_root"] in (str(workdir / "data" / "images"),
+                                             "data/images", "images")
+
+    report = json.loads((workdir / "report.json").read_text())
+    assert set(report["main_results"]) == {
+        "student_model", "student_baseline_AP", "teacher_model", "teacher_baseline_AP",
+        "student_distilled_AP", "gain_over_baseline_AP", "gap_to_teacher_AP"}
+    for role, stage in (("teacher", "eval_teacher"), ("baseline", "eval_student"),
+                        ("distilled", "eval_student_sad")):
+        metrics = json.loads((workdir / "eval" / stage[5:] / "metrics.json").read_text())["bbox"]
+        assert report["models"][role] == {"model": report["models"][role]["model"],
+                                          "stage": stage, **{k: metrics[k] for k in STATS}}
+    for cache in ("cache_labeled", "cache_pseudo"):
+        manifest = json.loads((workdir / "cache" / cache[6:] / "manifest.json").read_text())
+        assert report["caches"][cache]["samples"] == manifest["totals"]["samples"] > 0
+        assert report["caches"][cache]["views"] == 2 * manifest["totals"]["samples"]
+    assert [row["name"] for row in report["stages"]] == STAGES
+    assert all(row["wall_s"] > 0 for row in report["stages"])
+    markdown = (workdir / "report.md").read_text()
+    assert "| Student model | Baseline mAP | Teacher model | Baseline mAP | " \
+           "Student mAP after distillation |" in markdown
+    assert (workdir / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = _run(workdir)
+    assert again.exit_code == 0, again.output
+    assert "0 of 10 stages ran" in again.output
