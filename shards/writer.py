@@ -153,9 +153,11 @@ class ShardWriter:
     def plan(self, keys):
         """Split this rank's keys into shards: shard i holds keys[i*N:(i+1)*N]."""
         keys = [check_key(k) for k in keys]
-        if len(set(keys)) != len(keys):
-            dup = next(k for i, k in enumerate(keys) if k in keys[:i])
-            raise ShardError(f"keys: duplicate key {dup!r}")
+        seen = set()
+        for key in keys:
+            if key in seen:
+                raise ShardError(f"keys: duplicate key {key!r}")
+            seen.add(key)
         state = {"run": self.run_digest, "keys_sha256": json_digest(keys), "num_keys": len(keys),
                  "num_shards": -(-len(keys) // self.shard_size), "finished": False}
         self._check_resumable(state)

@@ -278,3 +278,54 @@ def _object_npy():
     buf = io.BytesIO()
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     return buf.getvalue()
+
+
+KILLED_WRITER = """
+import sys, time
+from shards.writer import ShardSession
+from tests.shards.conftest import make_keys, write_rank
+
+out, marker = sys.argv[1], sys.argv[2]
+original = ShardSession.write
+def slow_write(self, key, **kwargs):
+    original(self, key, **kwargs)
+    if self.plan.index >= 2:  # two shards are final: announce, then crawl until killed
+        open(marker, "w").close()
+        time.sleep(0.2)
+ShardSession.write = slow_write
+write_rank(out, make_keys(11))
+"""
+
+
+def test_sigkilled_run_restarts_to_identical_bytes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    keys = make_keys(11)
+    build(tmp_path / "straight", keys)
+    out, marker = tmp_path / "killed", tmp_path / "marker"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out), str(marker)],
+                            cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), "the writer never reached its third shard"
+    assert list(out.glob(".rank00-000002.tar.partial"))  # killed mid-shard
+    build(out, keys)
+    for path in sorted((tmp_path / "straight").glob("*.tar")) + [
+            tmp_path / "straight" / "manifest.json"]:
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_url_prefix_works_like_a_directory(shard_dir):
+    url = f"file://{shard_dir}"
+    assert read_manifest(url) == read_manifest(shard_dir)
+    assert [s["key"] for s in all_samples(url)] == [s["key"] for s in all_samples(shard_dir)]
+    assert verify_shards(url).ok
