@@ -27,6 +27,7 @@ class ArchSpec:
     widths: tuple[int, ...] = ()   # "regnet": channels per stage
     group_width: int = 8
     stem_width: int = 32
+    head_norm: bool = False        # GroupNorm in the head's conv towers (scratch training)
 
 
 ARCHS: dict[str, ArchSpec] = {

@@ -10,9 +10,9 @@ import torch.nn as nn
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 from sadpipe.modeling.anchors import AnchorLayout
-from sadpipe.modeling.backbones import build_backbone
+from sadpipe.modeling.backbones import ARCHS, build_backbone
 
-PRIOR_PROBABILITY = 0.01
+HEAD_GN_GROUPS = 8
 
 
 class RetinaNet(nn.Module):
@@ -31,8 +31,9 @@ class RetinaNet(nn.Module):
         super().__init__()
         self.anchor_layout = anchor_layout or AnchorLayout()
         self.backbone = build_backbone(arch, pretrained=pretrained, norm=norm)
+        head_norm = (lambda c: nn.GroupNorm(HEAD_GN_GROUPS, c)) if ARCHS[arch].head_norm else None
         self.head = RetinaNetHead(self.backbone.out_channels, self.anchor_layout.num_anchors,
-                                  num_classes)
+                                  num_classes, norm_layer=head_norm)
         self.num_classes = num_classes
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
