@@ -100,15 +100,24 @@ def _measure(name, codec, dense, level_sizes, repeats, np, payload_nbytes, kept_
             errors[student].append(codec_error(probs, decoded, logits))
     size = dense[0].size
     payload_bytes = statistics.mean(payload_nbytes(p) for p in payloads)
+    stored_bytes = statistics.mean(_stored_bytes(p) for p in payloads)
     kept = np.mean([kept_fraction(p) for p in payloads], axis=0)
     return {
         "name": name, "shape": dense[0].shape, "views": len(dense),
         "encode_vps": 1 / statistics.mean(enc), "decode_vps": 1 / statistics.mean(dec),
         "decode_new_vps": 1 / statistics.mean(dec_new), "copy_vps": 1 / statistics.mean(copy),
         "fp16_vps": 1 / statistics.mean(fp16),
-        "payload": payload_bytes, "fp16": size * 2, "fp32": size * 4, "kept": kept,
+        "payload": payload_bytes, "stored": stored_bytes, "fp16": size * 2, "fp32": size * 4, "kept": kept,
         "errors": {s: (max(abs(e) for e, _ in v), min(c for _, c in v)) for s, v in errors.items()},
     }
+
+
+def _stored_bytes(payload):
+    """Bytes the payload takes inside a shard: one .npy member per array, each with its npy
+    header and a 512-byte tar header, padded to 512-byte tar blocks."""
+    from shards.sample import npy_bytes
+
+    return sum(512 + -(-len(npy_bytes(a)) // 512) * 512 for a in payload.values())
 
 
 def _shape(row):
@@ -125,13 +134,14 @@ def _print_table(rows):
               f"{r['copy_vps']:>11.0f}{r['fp16_vps']:>10.0f}"
               f"{r['decode_vps'] / r['copy_vps']:>10.2f}{r['decode_vps'] / r['fp16_vps']:>10.2f}")
     print("  decode: into a reused buffer; decode*: into a fresh array")
-    print("\nbytes per view (payload arrays, mean over views)")
-    print(f"{'size':<10}{'payload':>12}{'dense fp16':>12}{'dense fp32':>12}{'x fp16':>9}"
-          f"{'x fp32':>9}   kept fraction per level")
+    print("\nbytes per view (mean over views): payload arrays, and as stored in a tar")
+    print(f"{'size':<10}{'payload':>10}{'in tar':>10}{'dense fp16':>12}{'dense fp32':>12}"
+          f"{'x fp16':>8}{'x fp32':>8}{'tar x fp16':>12}   kept fraction per level")
     for r in rows:
         kept = " ".join(f"{100 * k:.3f}%" for k in r["kept"])
-        print(f"{r['name']:<10}{r['payload']:>12,.0f}{r['fp16']:>12,}{r['fp32']:>12,}"
-              f"{r['fp16'] / r['payload']:>9.1f}{r['fp32'] / r['payload']:>9.1f}   {kept}")
+        print(f"{r['name']:<10}{r['payload']:>10,.0f}{r['stored']:>10,.0f}{r['fp16']:>12,}"
+              f"{r['fp32']:>12,}{r['fp16'] / r['payload']:>8.1f}{r['fp32'] / r['payload']:>8.1f}"
+              f"{r['fp16'] / r['stored']:>12.1f}   {kept}")
     print("\nADL of decoded vs dense scores (worst over views; criteria |error| <= 0.5%, "
           "cosine >= 0.999)")
     print(f"{'size':<10}{'student':<11}{'|ADL error|':>13}{'grad cosine':>13}")

@@ -24,6 +24,7 @@ Payload (numeric arrays only, each stored as one ``.npy`` member)::
 Decoding is a broadcast of one small table row per block plus one scatter of K values, so it
 runs at memory speed.
 """
+import functools
 import math
 from dataclasses import dataclass
 
@@ -85,19 +86,19 @@ class SparseCodec:
         sizes = _check_level_sizes(level_sizes, probs.shape[0])
         flat = probs.reshape(-1)
         pos = np.flatnonzero(flat >= self.threshold)
-        fill, offsets = [], []
+        fill, block_codes = [], []
         start = 0
         for size in sizes.tolist():
-            level_fill, level_offsets = background.fit_level(
+            level_fill, level_codes = background.fit_level(
                 probs[start:start + size], threshold=self.threshold, block=self.block)
             fill.append(level_fill)
-            offsets.append(level_offsets)
+            block_codes.append(level_codes)
             start += size
         nchunks = -(-flat.size // CHUNK)
         return {
             "level_sizes": sizes.astype(PAYLOAD_FIELDS["level_sizes"]),
             "fill": np.stack(fill, axis=1).astype(PAYLOAD_FIELDS["fill"]),
-            "block_offsets": np.concatenate(offsets),
+            "block_offsets": np.concatenate(block_codes),
             "chunk_counts": np.bincount(pos >> CHUNK_BITS, minlength=nchunks).astype("<u4"),
             "offsets": (pos & (CHUNK - 1)).astype(PAYLOAD_FIELDS["offsets"]),
             "values": self._quantize(flat[pos]),
@@ -119,23 +120,29 @@ class SparseCodec:
             background.render_level(out[start:start + size], fill[:, level], codes,
                                     threshold=self.threshold, block=self.block)
             start, first_block = start + size, first_block + nblocks
-        out.reshape(-1)[kept_positions(counts, offsets)] = self._value_table()[values]
+        out.reshape(-1)[kept_positions(counts, offsets)] = _value_table(self.threshold)[values]
         return out
 
-    @property
-    def _grid(self):
-        low = math.log(self.threshold / (1.0 - self.threshold))
-        return low, (LOGIT_MAX - low) / (VALUE_LEVELS - 1)
-
     def _quantize(self, scores):
-        low, step = self._grid
+        low, step = _value_grid(self.threshold)
         scores = np.clip(scores.astype(np.float64), self.threshold, 0.9999)
         codes = np.rint((np.log(scores) - np.log1p(-scores) - low) / step)
         return np.clip(codes, 0, VALUE_LEVELS - 1).astype(PAYLOAD_FIELDS["values"])
 
-    def _value_table(self):
-        low, step = self._grid
-        return _sigmoid(low + step * np.arange(VALUE_LEVELS, dtype=np.float64)).astype(np.float32)
+
+def _value_grid(threshold):
+    """(lowest logit, step) of the 16-bit grid of kept scores."""
+    low = math.log(threshold / (1.0 - threshold))
+    return low, (LOGIT_MAX - low) / (VALUE_LEVELS - 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _value_table(threshold):
+    """(VALUE_LEVELS,) float32: the score of every 16-bit code (read-only, shared)."""
+    low, step = _value_grid(threshold)
+    table = _sigmoid(low + step * np.arange(VALUE_LEVELS, dtype=np.float64)).astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 CODECS = {SparseCodec.name: SparseCodec}

@@ -25,7 +25,8 @@ class ManifestError(ShardError):
 
 
 class ChecksumError(ShardError):
-    """A sample's members do not match its checksum (``"shard NAME, sample KEY: checksum mismatch"``)."""
+    """A sample's members do not match its checksum:
+    ``"shard NAME, sample KEY: checksum mismatch"``."""
 
 
 class CorruptShardError(ShardError):

@@ -114,7 +114,8 @@ def parse_sample(raw, shard):
         return {"key": meta["key"], "image_bytes": members[ext], "image_ext": ext,
                 "target": meta["target"], "views": views, "shard": shard}
     except (ValueError, KeyError, TypeError) as err:
-        raise CorruptShardError(f"{where}: malformed sample ({type(err).__name__}: {err})") from None
+        raise CorruptShardError(f"{where}: malformed sample ({type(err).__name__}: {err})") \
+            from None
 
 
 def _load_npy(data):
