@@ -76,9 +76,10 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
     progress.close()
     if manifest is not None:
         totals = manifest["totals"]
-        click.echo(f"wrote {out_dir}: {totals.get('samples')} images, "
-                   f"{totals.get('bytes_per_view', 0) / 1024:.1f} KiB per view, "
-                   f"{len(manifest.get('skipped', []))} skipped")
+        click.echo(f"wrote {out_dir}: {totals['samples']} images, "
+                   f"{totals['payload_bytes_per_view'] / 1024:.1f} KiB per view "
+                   f"({totals['compression_vs_fp16']:.1f}x smaller than dense fp16), "
+                   f"{totals['skipped']} skipped")
 
 
 class _Progress:

@@ -72,6 +72,9 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
     for view in settings.views:
         if view not in VIEW_FLIPS:
             raise UserError(f"--views: unknown view '{view}' (known: {', '.join(VIEW_FLIPS)})")
+    if not settings.views or len(set(settings.views)) != len(settings.views):
+        raise UserError(f"--views: expected distinct views among {', '.join(VIEW_FLIPS)}, got "
+                        f"'{','.join(settings.views)}'")
     dataset = CocoDataset(annotations, images_dir)
     teacher = Teacher(teacher_path, device=device)
     if teacher.spec.category_ids != dataset.category_ids:
@@ -95,6 +98,7 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
               for i in range(0, len(dataset.records), settings.batch_size)]
     records = [r for group in split_for_rank(groups, dist.rank, dist.world_size) for r in group]
     by_key = {sample_key(r.image_id): r for r in records}
+    index_of = {r.image_id: i for i, r in enumerate(dataset.records)}
     plans = writer.plan(list(by_key))
     todo = [p for p in plans if not p.done]
     done_images = sum(len(p.keys) for p in plans if p.done)
@@ -102,7 +106,8 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
         progress.start(total=len(records), done=done_images)
     for plan in todo:
         with writer.open_shard(plan) as shard:
-            for group in _groups_of(plan.keys, by_key, settings.batch_size, dataset):
+            for group in _groups_of(plan.keys, by_key, index_of, settings.batch_size,
+                                    dataset):
                 for record, item in _teacher_group(group, dataset, teacher, prep, settings):
                     key = sample_key(record.image_id)
                     if key not in plan.keys:
@@ -120,9 +125,9 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
     return None
 
 
-def _groups_of(keys, by_key, batch_size, dataset):
-    """The fixed image groups (of the full list) that cover ``keys``, whole, in order."""
-    index_of = {r.image_id: i for i, r in enumerate(dataset.records)}
+def _groups_of(keys, by_key, index_of, batch_size, dataset):
+    """The fixed image groups (of the full list) that cover ``keys``, whole, in order.
+    index_of: image id -> position in ``dataset.records`` (built once, not per shard)."""
     seen, out = set(), []
     for key in keys:
         g = index_of[by_key[key].image_id] // batch_size

@@ -1,0 +1,1 @@
+"""Benchmarks and measurements (not tests): ``python -m sadpipe.bench.<module> --help``."""
