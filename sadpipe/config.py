@@ -39,9 +39,10 @@ DEFAULTS: dict = {
         "num_workers": 0,
     },
     "solver": {
+        "optimizer": "sgd",           # sgd (the paper) | adamw (fast from-scratch toy runs)
         "images_per_batch": 16,       # global batch (all processes together)
         "base_lr": 0.01,
-        "momentum": 0.9,
+        "momentum": 0.9,              # sgd momentum; adamw beta1
         "weight_decay": 1e-4,
         "warmup_iters": 1000,
         "warmup_factor": 1.0 / 3.0,

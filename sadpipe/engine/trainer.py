@@ -17,7 +17,7 @@ from sadpipe.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from sadpipe.data.coco import read_coco_json
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.engine import streams
-from sadpipe.engine.distributed import init_distributed, resolve_device
+from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
 from sadpipe.engine.progress import Progress
 from sadpipe.engine.run_dir import RunDir
 from sadpipe.engine.schedule import learning_rate
@@ -71,6 +71,10 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     if teacher:
         live_teacher = Teacher(teacher, device=device)
         check_teacher_compatible(live_teacher.spec, spec, source=teacher)
+    for source in sources.values():
+        if source[0] == "shards":  # refuse mismatching shards before writing anything
+            from sadpipe.engine.shard_stream import check_shard_set
+            check_shard_set(source[1], spec, cfg, dist)
 
     run = RunDir(out_dir)
     if dist.is_main:
@@ -78,8 +82,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     model = spec.build(pretrained=cfg["model"]["pretrained"]).to(device)
     if cfg["model"]["init"]:
         _load_init(model, spec, cfg["model"]["init"])
-    optimizer = torch.optim.SGD(model.parameters(), lr=solver["base_lr"], momentum=solver["momentum"],
-                                weight_decay=solver["weight_decay"])
+    optimizer = build_optimizer(model, solver)
     start_iter = _resume(run, model, optimizer) if resume else 0
     if dist.enabled:
         model = DistributedDataParallel(model)
@@ -104,7 +107,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
         done = iteration + 1
         log_now = dist.is_main and (done % cfg["train"]["log_period"] == 0 or done == max_iter)
         losses, stats = step_losses(model, spec, batch, cfg, device, teacher=live_teacher,
-                                    with_stats=log_now)
+                                    with_stats=log_now, dist=dist)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,10 +134,26 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     return run
 
 
+def build_optimizer(model, solver: dict) -> torch.optim.Optimizer:
+    """SGD with momentum (the release), or AdamW for short from-scratch runs."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if solver["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=solver["base_lr"], momentum=solver["momentum"],
+                               weight_decay=solver["weight_decay"])
+    if solver["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=solver["base_lr"], betas=(solver["momentum"], 0.999),
+                                 weight_decay=solver["weight_decay"])
+    raise UserError(f"config: solver.optimizer '{solver['optimizer']}' is unknown (sgd or adamw)")
+
+
 def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teacher=None,
-                with_stats: bool = False) -> tuple[dict, dict]:
+                with_stats: bool = False, dist: DistInfo = DistInfo()) -> tuple[dict, dict]:
     """Focal + box loss on the batch's (pseudo-)labels, plus the ADL when the batch carries
-    teacher scores (shards) or a live teacher is given."""
+    teacher scores (shards) or a live teacher is given.
+
+    Under DDP the normalisers (#foreground anchors, the ADL's Σ q^θ) are those of the global
+    batch and each process's losses are scaled by the number of processes, so the gradient
+    DDP averages equals that of one process on the whole batch."""
     images = batch["images"].to(device, non_blocking=True)
     cls_logits, box_deltas = model(images)
     anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:])).to(device)
@@ -144,6 +163,8 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
     losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=lc["focal_alpha"],
                               gamma=lc["focal_gamma"], beta=lc["smooth_l1_beta"])
     stats = {}
+    probs = mask = None
+    normalizer = 0.0
     if teacher is not None:
         probs, mask = teacher.batch_probs(images, batch["recipes"], spec.preprocessing)
         normalizer = float(sum((probs[i][mask[i]].double() ** cfg["distill"]["normalizer_power"]).sum()
@@ -151,12 +172,17 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
     elif "teacher_probs" in batch:
         probs, mask = batch["teacher_probs"].to(device), batch["teacher_mask"].to(device)
         normalizer = batch["normalizer"]
-    else:
+    if dist.enabled:  # detection_losses normalised by this process's max(#foreground, 1)
+        local_fg = float((labels >= 0).sum())
+        num_fg, normalizer = _global_sums([local_fg, normalizer], device)
+        share = max(local_fg, 1.0) / max(num_fg, 1.0) * dist.world_size
+        losses = {k: v * share for k, v in losses.items()}
+    if probs is None:
         return losses, stats
     d = cfg["distill"]
     adl_labels = torch.where(mask, labels, torch.full_like(labels, IGNORE))
     normalizer = max(normalizer, 1.0)
-    losses["loss_adl"] = d["weight"] * adaptive_distillation_loss(
+    losses["loss_adl"] = d["weight"] * dist.world_size * adaptive_distillation_loss(
         cls_logits, probs, adl_labels, normalizer, alpha=d["alpha"], gamma=d["gamma"],
         beta=d["beta"], temperature=d["temperature"])
     if with_stats:
@@ -164,6 +190,13 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
                  "mean_adw": mean_adaptive_weight(cls_logits.detach(), probs, adl_labels,
                                                   gamma=d["gamma"], beta=d["beta"])}
     return losses, stats
+
+
+def _global_sums(values: list[float], device) -> list[float]:
+    """Element-wise sums over all processes (float64)."""
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return total.tolist()
 
 
 class _Meter:
