@@ -17,7 +17,8 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LOG_HEADER = "# sadpipe run, "  # starts the line naming the command, at each (re)start
 
 
-def run_logged(argv: list[str], log: Path, *, append: bool, on_start=None, on_tick=None) -> tuple[int, float]:
+def run_logged(argv: list[str], log: Path, *, append: bool, on_start=None,
+               on_tick=None) -> tuple[int, float]:
     """Run ``argv`` with stdout and stderr into ``log``; returns (exit code, seconds).
 
     Args:

@@ -36,7 +36,7 @@ CACHE_SIZES = ("payload_bytes_per_view", "dense_fp16_bytes_per_view")
 def write_report(pipeline: Pipeline, state: RunState) -> list[Path]:
     """Write the three report files (each atomically); returns their paths."""
     report = build_report(pipeline, state)
-    curves = {f"{ROLE_TITLES[role]}: {report['models'][role]['model']}":
+    curves = {ROLE_TITLES[role]:
               read_pr_curve(pipeline.stage(entry.eval_stage).outputs["pr_curve"])
               for role, entry in pipeline.report.models.items()}
     paths = [pipeline.workdir / name for name in (REPORT_JSON, REPORT_MD, PR_PNG)]
@@ -171,7 +171,8 @@ def _cache_lines(caches: dict) -> list[str]:
     lines = ["| Cache | Samples | Views | On disk | Per view | Dense fp16 per view | "
              "Compression |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, c in caches.items():
-        ratio = UNDEFINED if c["compression_vs_fp16"] is None else f"{c['compression_vs_fp16']:.1f}x"
+        ratio = c["compression_vs_fp16"]
+        ratio = UNDEFINED if ratio is None else f"{ratio:.1f}x"
         lines.append(f"| {name} | {c['samples']} | {c['views']} | {human_bytes(c['bytes'])} | "
                      f"{human_bytes(c['bytes_per_view'])} | "
                      f"{human_bytes(c['dense_fp16_bytes_per_view'])} | {ratio} |")

@@ -91,23 +91,10 @@ def load_pipeline(path, *, workdir=None, overrides: tuple[str, ...] = ()) -> Pip
     Every problem is a one-line ``UserError`` naming the file (or ``--set``) and the key.
     """
     path = Path(path)
-    raw = _read_toml(path)
     where = str(path)
-    unknown = [key for key in raw if key not in SECTIONS]
-    if unknown:
-        raise UserError(f"{where}: {unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
-    header = _table(raw, "pipeline", where)
-    name = _string(header.get("name", path.stem), "pipeline.name", where)
-    description = _string(header.get("description", ""), "pipeline.description", where)
-    data_section = dict(_table(raw, "data", where, required=True))
-    source = data_section.pop("source", None)
-    try:
-        settings = with_defaults(source, data_section)
-    except DataError as err:
-        raise UserError(f"{where}: {err}") from None
-    variables = _vars(raw, where)
-    _apply_overrides({"data": settings, "vars": variables}, overrides)
-
+    raw = _read_toml(path)
+    name, description = _header(raw, path)
+    source, settings, variables = _settings(raw, where, overrides)
     workdir = Path(os.path.abspath(workdir or Path(DEFAULT_WORK_ROOT) / name))
     try:
         first = data_stage(source, settings, workdir)
@@ -115,16 +102,16 @@ def load_pipeline(path, *, workdir=None, overrides: tuple[str, ...] = ()) -> Pip
         raise UserError(f"{where}: {err}") from None
     values = {"workdir": str(workdir), "pipeline_dir": os.path.abspath(path.parent),
               **{key: as_text(v) for key, v in data_values(settings).items()},
-              **{f"vars.{key}": as_text(v) for key, v in variables.items()}}
-    values.update({f"{DATA_STAGE}.{key}": str(p) for key, p in first.outputs.items()})
+              **{f"vars.{key}": as_text(v) for key, v in variables.items()},
+              **{f"{DATA_STAGE}.{key}": str(p) for key, p in first.outputs.items()}}
     stages = [first]
     tables = _stage_tables(raw, where)
     for index, table in enumerate(tables):
         context = _Context(where, index, table, [t["name"] for t in tables], values)
         stages.append(_resolve_stage(table, context, workdir))  # adds its outputs to values
-    report = parse_report(raw.get("report"), stages, where=where)
     return Pipeline(name=name, description=description, path=path, workdir=workdir,
-                    stages=tuple(stages), report=report)
+                    stages=tuple(stages),
+                    report=parse_report(raw.get("report"), stages, where=where))
 
 
 # ---- file level
@@ -138,6 +125,29 @@ def _read_toml(path: Path) -> dict:
         raise UserError(f"{path}: is a folder, expected a pipeline file (.toml)") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid TOML ({err})") from None
+
+
+def _header(raw: dict, path: Path) -> tuple[str, str]:
+    """(name, description) from ``[pipeline]``; also refuses unknown sections."""
+    unknown = [key for key in raw if key not in SECTIONS]
+    if unknown:
+        raise UserError(f"{path}: {unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
+    header = _table(raw, "pipeline", str(path))
+    return (_string(header.get("name", path.stem), "pipeline.name", str(path)),
+            _string(header.get("description", ""), "pipeline.description", str(path)))
+
+
+def _settings(raw: dict, where: str, overrides: tuple[str, ...]) -> tuple[str, dict, dict]:
+    """(data source, data settings, vars), with the ``--set`` overrides applied."""
+    section = dict(_table(raw, "data", where, required=True))
+    source = section.pop("source", None)
+    try:
+        settings = with_defaults(source, section)
+    except DataError as err:
+        raise UserError(f"{where}: {err}") from None
+    variables = _vars(raw, where)
+    _apply_overrides({"data": settings, "vars": variables}, overrides)
+    return source, settings, variables
 
 
 def _table(raw: dict, key: str, where: str, *, required: bool = False) -> dict:

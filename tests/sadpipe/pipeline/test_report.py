@@ -25,7 +25,9 @@ def _eval_stage(name):
         name = "{name}"
         command = "eval"
         args = []
-        outputs = {{ metrics = "${{workdir}}/{name}/metrics.json", pr_curve = "${{workdir}}/{name}/pr.json" }}
+        [stages.outputs]
+        metrics = "${{workdir}}/{name}/metrics.json"
+        pr_curve = "${{workdir}}/{name}/pr.json"
     """)
 
 

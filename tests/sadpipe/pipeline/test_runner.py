@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.sadpipe.pipeline.conftest import (STAGES, read_state, run_cli, write_tiny_pipeline)
+from tests.sadpipe.pipeline.conftest import STAGES, read_state, run_cli, write_tiny_pipeline
 
 
 def _mtimes(workdir):
@@ -149,7 +149,8 @@ def test_missing_input_is_refused_before_anything_runs(tmp_path):
     (tmp_path / "p" / "tiny_train.toml").unlink()
     result = run_cli(pipeline, tmp_path / "w")
     assert result.exit_code == 1
-    assert f"stage train: input {tmp_path / 'p' / 'tiny_train.toml'} does not exist" in result.output
+    config = tmp_path / "p" / "tiny_train.toml"
+    assert f"stage train: input {config} does not exist" in result.output
     assert not (tmp_path / "w" / "data").exists() and not (tmp_path / "w" / "state.json").exists()
 
 

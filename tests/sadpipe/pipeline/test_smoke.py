@@ -13,8 +13,8 @@ from sadpipe.pipeline.shipped import SHIPPED_DIR
 
 STAGES = ["data", "teacher", "student", "pseudo_label", "cache_labeled", "cache_pseudo",
           "student_sad", "eval_teacher", "eval_student", "eval_student_sad"]
-TOY_SIZE = ("data.num_train=8", "data.num_unlabeled=6", "data.num_val=6",
-            "vars.teacher_iters=3", "vars.student_iters=3", "vars.distill_iters=4")
+TOY_SIZE = ("data.num_train=8", "data.num_unlabeled=4", "data.num_val=4",
+            "vars.teacher_iters=2", "vars.student_iters=2", "vars.distill_iters=2")
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -57,8 +57,7 @@ def test_embedded_pipeline_end_to_end(tmp_path):
                  "eval/student_sad/metrics.json", "report.md", "report.json", "pr_curves.png"):
         assert (workdir / path).is_file(), path
     pseudo = json.loads((workdir / "pseudo" / "pseudo.json").read_text())
-    assert pseudo["info"]["images_root"] in (str(workdir / "data" / "images"),
-                                             "data/images", "images")
+    assert pseudo["info"]["images_root"] == str(workdir / "data" / "images")  # ${data.images_root}
 
     report = json.loads((workdir / "report.json").read_text())
     assert set(report["main_results"]) == {
