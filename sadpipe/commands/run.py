@@ -20,7 +20,8 @@ times; for files another stage wrote: that stage's run). So running the same com
   - skips every stage whose outputs exist and whose fingerprint has not changed;
   - continues a stage that was killed or failed (train with --resume, the others by
     running the same command again);
-  - runs afresh a stage whose inputs or settings changed, and everything after it.
+  - runs afresh a stage whose inputs or settings changed, and then every stage that
+    reads its outputs.
 The first failure stops the run with the stage's name and log. At the end WORKDIR holds
 report.md / report.json (the paper's main-results table for this run, AP50/AP75/APs/APm/APl
 per model, teacher-cache size per view, wall time per stage) and pr_curves.png.
