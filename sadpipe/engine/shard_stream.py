@@ -5,10 +5,13 @@ own part of those (``split_by_worker``); epochs are chained, so every worker's s
 infinite and a pure function of (seed, epoch, rank, worker). The DataLoader hands out
 worker batches round-robin, so after ``b`` batches worker ``w`` has produced
 ``len(range(w, b, W))`` of them: a resumed run skips exactly that many samples per worker.
+The cached view a sample trains on (original or flipped) is drawn from (seed, epoch, sample
+key), so it does not depend on how the shards are split over processes and workers.
 """
 from __future__ import annotations
 
 import io
+import math
 from itertools import count
 
 import numpy as np
@@ -22,6 +25,7 @@ from sadpipe.errors import UserError
 from sadpipe.modeling.distill import to_batch_layout
 
 RECIPE_FIELDS = ("image_size", "resized_size", "padded_size", "flip")
+ERROR = "error"  # key of the one-item "batch" that carries a bad shard's message
 
 
 def read_checked_manifest(shard_dir) -> dict:
@@ -48,8 +52,10 @@ def expected_header(spec, cfg: dict) -> dict:
             "views": views}
 
 
-def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0):
-    """Infinite iterator of training batches (see :mod:`sadpipe.engine.streams`)."""
+def check_shard_set(shard_dir, spec, cfg: dict, dist: DistInfo) -> dict:
+    """Read the manifest and refuse shards that do not fit the student's settings or cannot
+    feed every process and worker; returns the manifest. Training calls it before it
+    writes anything."""
     manifest = read_checked_manifest(shard_dir)
     if len(cfg["input"]["train_min_sizes"]) != 1:
         raise UserError(f"input.train_min_sizes {cfg['input']['train_min_sizes']}: distilling from "
@@ -63,9 +69,25 @@ def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int
     if num_shards < dist.world_size * max(workers, 1):
         raise UserError(f"{shard_dir}: {num_shards} shards cannot feed {dist.world_size} processes × "
                         f"{max(workers, 1)} workers; cache with a smaller --shard-size")
+    return manifest
+
+
+def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0):
+    """Infinite iterator of training batches (see :mod:`sadpipe.engine.streams`)."""
+    manifest = check_shard_set(shard_dir, spec, cfg, dist)
     dataset = ShardBatches(shard_dir, manifest, spec, cfg, dist, start_batch=start_batch,
                            seed=cfg["train"]["seed"] + seed_offset)
-    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg["data"]["num_workers"])
+    return _raising(iter(loader))
+
+
+def _raising(batches):
+    """Re-raise, as one line, an error a loader worker handed over as a batch (an exception
+    raised inside a worker would reach the trainer with the worker's traceback)."""
+    for batch in batches:
+        if ERROR in batch:
+            raise UserError(batch[ERROR])
+        yield batch
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
@@ -84,11 +106,16 @@ class ShardBatches(torch.utils.data.IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         skip = len(range(worker, self.start_batch, num_workers)) * self.per_rank
         batch = []
-        for sample in self._samples(worker, num_workers, skip):
-            batch.append(sample)
-            if len(batch) == self.per_rank:
-                yield self._collate(batch)
-                batch = []
+        try:
+            for sample in self._samples(worker, num_workers, skip):
+                batch.append(sample)
+                if len(batch) == self.per_rank:
+                    yield self._collate(batch)
+                    batch = []
+        except shards.ShardError as err:  # checksum, damaged tar, NaN scores: one line
+            yield {ERROR: str(err)}
+        except UserError as err:
+            yield {ERROR: err.message}
 
     def _samples(self, worker: int, num_workers: int, skip: int):
         counts = [s["count"] for s in self.manifest["shards"]]
@@ -110,9 +137,11 @@ class ShardBatches(torch.utils.data.IterableDataset):
         """One training view of a shard sample: pick a cached view, rebuild its pixels."""
         where = f"shard {raw['shard']}, sample {raw['key']}"
         names = ["orig", "hflip"] if self.flip else ["orig"]
-        rng = np.random.default_rng([self.seed, epoch, raw["position"]["index"]])
+        rng = np.random.default_rng([self.seed, epoch, *raw["key"].encode()])
         name = names[int(rng.integers(len(names)))]
         view = raw["views"][name]
+        if not math.isfinite(view["normalizer"]):
+            raise UserError(f"{where}: teacher normaliser of view {name} is {view['normalizer']}")
         image = np.asarray(Image.open(io.BytesIO(raw["image_bytes"])).convert("RGB"))
         recipe = view["recipe"]
         own = make_recipe(self.spec.preprocessing, image.shape[0], image.shape[1],
@@ -120,10 +149,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         if any(own[k] != recipe[k] for k in RECIPE_FIELDS):
             raise UserError(f"{where}: cached view {name} was made as {_show(recipe)}, the student "
                             f"makes {_show(own)}")
-        try:
-            probs = torch.from_numpy(shards.decode_view(raw, name))
-        except shards.ShardError as err:
-            raise UserError(str(err)) from None
+        probs = torch.from_numpy(shards.decode_view(raw, name))
         target = raw["target"]
         boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
         return {"image": make_view(image, recipe, self.spec.preprocessing),
