@@ -1,5 +1,6 @@
 """`sadpipe train`: train a RetinaNet (teacher, baseline or distilled student)."""
 import logging
+import os
 
 import click
 
@@ -48,4 +49,5 @@ def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shar
     cfg = load_config(config_path, overrides)
     run = train(cfg, out_dir, resume=resume, teacher_shards=teacher_shards,
                 pseudo_shards=pseudo_shards, teacher=teacher_ckpt)
-    click.echo(f"model: {run.final_model}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        click.echo(f"model: {run.final_model}")
