@@ -73,12 +73,9 @@ def composite(canvas: np.ndarray, layer: Layer, fill: np.ndarray) -> None:
     canvas[image] = canvas[image] * (1.0 - alpha) + paint * alpha
 
 
-def random_color(rng: np.random.Generator, *, saturation=(0.25, 1.0), value=(0.3, 1.0),
-                 hue: float | None = None, hue_spread: float = 0.0) -> np.ndarray:
-    """An RGB colour (3,) float32 in [0, 255]: any hue, or around ``hue`` (in [0, 1)) with a
-    normal spread of ``hue_spread``."""
-    h = rng.uniform() if hue is None else (hue + rng.normal(0.0, hue_spread)) % 1.0
-    rgb = colorsys.hsv_to_rgb(h, rng.uniform(*saturation), rng.uniform(*value))
+def random_color(rng: np.random.Generator, *, saturation=(0.25, 1.0), value=(0.3, 1.0)) -> np.ndarray:
+    """An RGB colour (3,) float32 in [0, 255], any hue."""
+    rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*saturation), rng.uniform(*value))
     return np.array(rgb, dtype=np.float32) * 255.0
 
 

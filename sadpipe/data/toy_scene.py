@@ -27,11 +27,6 @@ CLUTTER_BEHIND = (2, 8)  # distractors drawn before the objects
 CLUTTER_ABOVE = (0, 3)  # strokes drawn across the objects
 MIN_CONTRAST = 60.0  # RGB distance of an object's colour from the backdrop behind it
 COLOR_TRIES = 8
-# Colour is a cue, not the answer: most instances of a category take a hue near the
-# category's own (neighbouring categories' hues overlap), the rest any hue, so shape is
-# still needed to tell categories apart.
-TYPICAL_HUE_PROB = 0.7
-TYPICAL_HUE_SPREAD = 0.06
 PIXEL_NOISE = (0.0, 6.0)  # standard deviation of the final per-pixel noise
 
 
@@ -101,12 +96,6 @@ def _sample_shape(rng: np.random.Generator) -> tuple:
     return toy_shapes.CATEGORIES[category_index][0], layer
 
 
-def _typical_hue(category_id: int) -> float:
-    """The hue most instances of a category take: categories spread around the colour wheel."""
-    ids = [c[0] for c in toy_shapes.CATEGORIES]
-    return ids.index(category_id) / len(ids)
-
-
 def _must_show(full_pixels):
     """Pixels a labelled object of ``full_pixels`` must keep visible."""
     return np.maximum(MIN_VISIBLE * full_pixels, MIN_OBJECT_PIXELS)
@@ -131,7 +120,6 @@ class _Scene:
         """Draw a labelled shape where neither it nor any earlier one ends up less than
         ``MIN_VISIBLE`` visible; give up after ``PLACEMENT_TRIES`` positions."""
         category_id, shape = _sample_shape(rng)
-        hue = _typical_hue(category_id) if rng.random() < TYPICAL_HUE_PROB else None
         full_pixels = int((shape.alpha >= OPAQUE).sum())
         if full_pixels < MIN_OBJECT_PIXELS:
             return
@@ -139,7 +127,7 @@ class _Scene:
         if layer is None:
             return
         texture_kind = toy_paint.TEXTURES[rng.integers(len(toy_paint.TEXTURES))]
-        fill = toy_paint.texture(texture_kind, rng, *layer.alpha.shape, self._contrasting_color(rng, layer, hue))
+        fill = toy_paint.texture(texture_kind, rng, *layer.alpha.shape, self._contrasting_color(rng, layer))
         image, _ = toy_paint.clip(layer, *self.owner.shape)
         region = (image[1].start, image[0].start, image[1].stop, image[0].stop)
         self.objects.append(ToyObject(category_id, full_pixels, region))
@@ -176,14 +164,14 @@ class _Scene:
         full = np.array([obj.full_pixels for obj in self.objects])
         return bool(np.all(self.visible - hidden >= _must_show(full)))
 
-    def _contrasting_color(self, rng, layer: toy_paint.Layer, hue: Optional[float] = None) -> np.ndarray:
+    def _contrasting_color(self, rng, layer: toy_paint.Layer) -> np.ndarray:
         """A random colour at least ``MIN_CONTRAST`` from the backdrop it covers (or the most
         distant of ``COLOR_TRIES`` candidates)."""
         image, local = toy_paint.clip(layer, *self.owner.shape)
         behind = self.canvas[image][layer.alpha[local] >= OPAQUE].mean(axis=0)
         best, best_distance = None, -1.0
         for _ in range(COLOR_TRIES):
-            color = toy_paint.random_color(rng, hue=hue, hue_spread=TYPICAL_HUE_SPREAD)
+            color = toy_paint.random_color(rng)
             distance = float(np.linalg.norm(color - behind))
             if distance > best_distance:
                 best, best_distance = color, distance
