@@ -55,3 +55,31 @@ def tiny_train_overrides(ann, images, **extra):
     out = list(TINY_OVERRIDES) + [f"data.train_annotations={json.dumps(str(ann))}",
                                   f"data.train_images={json.dumps(str(images))}"]
     return tuple(out) + tuple(f"{k}={v}" for k, v in extra.items())
+
+
+def make_tiny_checkpoint(path, *, categories=CATEGORIES, seed=0, conv_gain=1.0, cls_gain=1.0,
+                         cls_bias=-1.0):
+    """An untrained ``toy_student`` detector saved as a sadpipe checkpoint (64/128 input).
+
+    ``conv_gain`` / ``cls_gain`` scale the class tower and the class layer so the scores depend
+    on the pixels; ``cls_bias`` sets the class prior (-1.0: plenty of boxes above 0.05)."""
+    import torch
+
+    from sadpipe.checkpoint import ModelSpec, save_checkpoint
+    from sadpipe.data.transforms import Preprocessing
+    from sadpipe.modeling.anchors import AnchorLayout
+
+    spec = ModelSpec(arch="toy_student", categories=tuple((c["id"], c["name"]) for c in categories),
+                     anchor_layout=AnchorLayout(size_factor=1.0),
+                     preprocessing=Preprocessing(min_size=64, max_size=128))
+    torch.manual_seed(seed)
+    model = spec.build()
+    head = model.head.classification_head
+    with torch.no_grad():
+        for conv in head.conv.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.mul_(conv_gain)
+        head.cls_logits.weight.mul_(cls_gain)
+        head.cls_logits.bias.fill_(cls_bias)
+    save_checkpoint(path, spec, model)
+    return path

@@ -23,13 +23,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import shards
-from sadpipe.checkpoint import ModelSpec, load_model, save_checkpoint
+from sadpipe.checkpoint import load_model
 from sadpipe.cli import cli
 from sadpipe.data.transforms import Preprocessing, make_recipe
 from sadpipe.engine.cache_logits import sample_key
 from sadpipe.engine.teacher import Teacher
-from sadpipe.modeling.anchors import AnchorLayout
-from tests.sadpipe.conftest import CATEGORIES, write_tiny_coco
+from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint, write_tiny_coco
 from tests.shards import adl_reference
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,23 +48,11 @@ ADL_TOLERANCE, COSINE_TOLERANCE = 0.005, 0.999   # what the codec promises (issu
 
 
 def make_teacher(path, *, categories=CATEGORIES, seed=0):
-    """An untrained toy detector (like test_inference's ``_checkpoint``) whose class head is
-    scaled so its scores depend on the pixels (a flipped view scores differently), with the
-    bias raised so ~8% of the scores are above the codec's threshold."""
-    spec = ModelSpec(arch="toy_student", categories=tuple((c["id"], c["name"]) for c in categories),
-                     anchor_layout=AnchorLayout(size_factor=1.0),
-                     preprocessing=Preprocessing(min_size=64, max_size=128))
-    torch.manual_seed(seed)
-    model = spec.build()
-    head = model.head.classification_head
-    with torch.no_grad():
-        for conv in head.conv.modules():
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.weight.mul_(8.0)
-        head.cls_logits.weight.mul_(16.0)
-        head.cls_logits.bias.fill_(-7.0)
-    save_checkpoint(path, spec, model)
-    return path
+    """An untrained toy detector whose class head is scaled so its scores depend on the
+    pixels (a flipped view scores differently), with the bias raised so ~8% of the scores
+    are above the codec's threshold."""
+    return make_tiny_checkpoint(path, categories=categories, seed=seed, conv_gain=8.0,
+                                cls_gain=16.0, cls_bias=-7.0)
 
 
 @pytest.fixture(scope="module")

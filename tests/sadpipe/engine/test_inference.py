@@ -6,25 +6,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sadpipe.checkpoint import ModelSpec, load_model, save_checkpoint
+from sadpipe.checkpoint import load_model
 from sadpipe.commands.evaluate import command as eval_command
 from sadpipe.data.coco import CocoDataset
-from sadpipe.data.transforms import Preprocessing
 from sadpipe.engine.inference import Predictor, detect_dataset
 from sadpipe.errors import UserError
-from sadpipe.modeling.anchors import AnchorLayout
-from tests.sadpipe.conftest import CATEGORIES
+from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint
 
 
-def _checkpoint(path, categories=CATEGORIES, bias=-1.0):
-    spec = ModelSpec(arch="toy_student", categories=tuple((c["id"], c["name"]) for c in categories),
-                     anchor_layout=AnchorLayout(size_factor=1.0),
-                     preprocessing=Preprocessing(min_size=64, max_size=128))
-    torch.manual_seed(0)
-    model = spec.build()
-    torch.nn.init.constant_(model.head.classification_head.cls_logits.bias, bias)  # boxes above 0.05
-    save_checkpoint(path, spec, model)
-    return path
+def _checkpoint(path, categories=CATEGORIES):
+    return make_tiny_checkpoint(path, categories=categories)  # class bias -1: boxes above 0.05
 
 
 def test_detect_dataset_matches_predictor_in_original_pixels(tiny_coco, tmp_path):

@@ -13,16 +13,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from sadpipe.checkpoint import ModelSpec, load_model, save_checkpoint
+from sadpipe.checkpoint import load_model
 from sadpipe.cli import cli
 from sadpipe.commands import pseudo_label as pseudo_label_command
 from sadpipe.data.coco import CocoDataset
-from sadpipe.data.transforms import Preprocessing
 from sadpipe.engine import pseudo_label as engine
 from sadpipe.engine.inference import Predictor
 from sadpipe.engine.sharding import block_bounds, part_path, split_for_rank
-from sadpipe.modeling.anchors import AnchorLayout
-from tests.sadpipe.conftest import CATEGORIES, write_tiny_coco
+from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint, write_tiny_coco
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -34,21 +32,8 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def teacher(tmp_path_factory):
     """An untrained toy detector whose head is scaled so its scores depend on the image
     (some images have a box >= 0.5, others do not)."""
-    torch.manual_seed(0)
-    spec = ModelSpec(arch="toy_student", categories=((2, "square"), (5, "disc")),
-                     anchor_layout=AnchorLayout(size_factor=1.0),
-                     preprocessing=Preprocessing(min_size=64, max_size=128))
-    model = spec.build()
-    head = model.head.classification_head
-    with torch.no_grad():
-        for conv in head.conv.modules():
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.weight.mul_(8.0)
-        head.cls_logits.weight.mul_(4.0)
-        head.cls_logits.bias.fill_(-2.0)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_checkpoint(path, spec, model)
-    return path
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt",
+                                conv_gain=8.0, cls_gain=4.0, cls_bias=-2.0)
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def test_tiny_pipeline_resolves(tmp_path):
 
 
 def test_default_workdir_and_relative_paths(tmp_path, monkeypatch):
-    path = write_tiny_pipeline(tmp_path / "p")
+    write_tiny_pipeline(tmp_path / "p")
     monkeypatch.chdir(tmp_path)
     pipeline = load_pipeline(Path("p/pipeline.toml"))
     assert pipeline.workdir == tmp_path / "work" / "tiny"
