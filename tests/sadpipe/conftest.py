@@ -83,3 +83,14 @@ def make_tiny_checkpoint(path, *, categories=CATEGORIES, seed=0, conv_gain=1.0, 
         head.cls_logits.bias.fill_(cls_bias)
     save_checkpoint(path, spec, model)
     return path
+
+
+def assert_one_line_error(result, *fragments):
+    """A click result that failed the user-error way: exit 1, one `Error: ...` line holding
+    every fragment, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -28,7 +28,8 @@ from sadpipe.cli import cli
 from sadpipe.data.transforms import Preprocessing, make_recipe
 from sadpipe.engine.cache_logits import sample_key
 from sadpipe.engine.teacher import Teacher
-from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint, write_tiny_coco
+from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
+                                    write_tiny_coco)
 from tests.shards import adl_reference
 
 REPO = Path(__file__).resolve().parents[3]
@@ -92,15 +93,6 @@ def run_cli(*args):
 def cache_args(teacher, ann, images, out, *extra):
     return ["cache-logits", "--teacher", teacher, "--annotations", ann, "--images", images,
             "--out", out, "--device", "cpu", *extra]
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def tree_bytes(root):

@@ -20,7 +20,8 @@ from sadpipe.data.coco import CocoDataset
 from sadpipe.engine import pseudo_label as engine
 from sadpipe.engine.inference import Predictor
 from sadpipe.engine.sharding import block_bounds, part_path, split_for_rank
-from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint, write_tiny_coco
+from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
+                                    write_tiny_coco)
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -48,15 +49,6 @@ def unlabeled(tmp_path):
 
 def run(*args):
     return CliRunner().invoke(cli, ["pseudo-label", *map(str, args)])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def reference_detections(teacher, images_dir, names, batch_size):
