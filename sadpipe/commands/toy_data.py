@@ -10,11 +10,11 @@ HELP = """Generate the small built-in detection dataset that the default pipelin
 \b
 It is a real, if small, detection problem: 10 shape categories (circle, square, triangle,
 star, cross, ring, hexagon, crescent, arrow, heart; COCO ids 1-17, not contiguous) with
-varied colour, texture, rotation, stretch and size (about 8 to 100 px, so every pyramid
-level P3-P7 gets objects), partly hidden by each other, among unlabelled clutter (lines,
-scribbles, outlines, blobs, fragments of shapes) on textured backgrounds. Images are
-128-256 px per side in several aspect ratios. Defaults are sized so the whole SAD pipeline
-(teacher, pseudo-labels, cached teacher scores, student) runs on a laptop CPU in minutes.
+varied texture, rotation, stretch and size (14 to 80 px), most in a colour typical of their
+category (a cue, not the answer: the rest take any colour), partly hidden by each other,
+among unlabelled clutter (lines, scribbles, outlines, blobs, fragments of shapes) on
+textured backgrounds. Images are 128-192 px per side in several aspect ratios. Defaults
+are sized so the whole SAD pipeline runs on a laptop CPU in minutes.
 
 \b
 Writes, under OUT_DIR:

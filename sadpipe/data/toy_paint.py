@@ -73,9 +73,11 @@ def composite(canvas: np.ndarray, layer: Layer, fill: np.ndarray) -> None:
     canvas[image] = canvas[image] * (1.0 - alpha) + paint * alpha
 
 
-def random_color(rng: np.random.Generator, *, saturation=(0.25, 1.0), value=(0.3, 1.0)) -> np.ndarray:
-    """An RGB colour (3,) float32 in [0, 255], any hue."""
-    rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*saturation), rng.uniform(*value))
+def random_color(rng: np.random.Generator, *, hue=None, saturation=(0.25, 1.0),
+                 value=(0.3, 1.0)) -> np.ndarray:
+    """An RGB colour (3,) float32 in [0, 255]: the given ``hue`` in [0, 1), or any."""
+    hue = rng.uniform() if hue is None else hue
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(*saturation), rng.uniform(*value))
     return np.array(rgb, dtype=np.float32) * 255.0
 
 

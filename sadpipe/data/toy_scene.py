@@ -16,15 +16,15 @@ OPAQUE = 0.5  # coverage from which a pixel belongs to the layer drawn on top
 MIN_VISIBLE = 0.5  # a labelled object keeps at least this fraction of its pixels visible
 MIN_OBJECT_PIXELS = 12  # a labelled object always shows at least this many pixels
 
-IMAGE_SIDE = (128, 256)  # pixels, both sides
-IMAGE_ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9)  # long:short, landscape or portrait
-OBJECTS_PER_IMAGE = (1, 8)
-OBJECT_SIZE = (8.0, 100.0)  # longer side of an object's box, pixels, log-uniform
+IMAGE_SIDE = (128, 192)  # pixels, both sides
+IMAGE_ASPECTS = (1.0, 4 / 3, 3 / 2)  # long:short, landscape or portrait
+OBJECTS_PER_IMAGE = (1, 6)
+OBJECT_SIZE = (14.0, 80.0)  # longer side of an object's box, pixels, log-uniform
 MAX_STRETCH = 1.6  # an object's own width:height stretch lies in [1/MAX_STRETCH, MAX_STRETCH]
 TRUNCATION = 0.25  # an object's box may stick out of the image by this fraction of its size
 PLACEMENT_TRIES = 10
-CLUTTER_BEHIND = (2, 8)  # distractors drawn before the objects
-CLUTTER_ABOVE = (0, 3)  # strokes drawn across the objects
+CLUTTER_BEHIND = (1, 5)  # distractors drawn before the objects
+CLUTTER_ABOVE = (0, 2)  # strokes drawn across the objects
 MIN_CONTRAST = 60.0  # RGB distance of an object's colour from the backdrop behind it
 COLOR_TRIES = 8
 PIXEL_NOISE = (0.0, 6.0)  # standard deviation of the final per-pixel noise
@@ -84,7 +84,7 @@ def _image_size(rng: np.random.Generator) -> tuple:
 
 
 def _sample_shape(rng: np.random.Generator) -> tuple:
-    """(category id, Layer) of a random category instance with random size, stretch,
+    """(category index, Layer) of a random category instance with random size, stretch,
     rotation and sub-pixel phase, near the image origin."""
     category_index = int(rng.integers(len(toy_shapes.CATEGORIES)))
     outline = toy_shapes.sample_outline(category_index, rng)
@@ -93,7 +93,7 @@ def _sample_shape(rng: np.random.Generator) -> tuple:
                             angle=rng.uniform(0, 2 * np.pi))
     posed = toy_shapes.translate(posed, *rng.uniform(0, 1, 2))
     layer = toy_paint.rasterize(fills=posed.solid, holes=posed.holes)
-    return toy_shapes.CATEGORIES[category_index][0], layer
+    return category_index, layer
 
 
 def _must_show(full_pixels):
@@ -119,7 +119,7 @@ class _Scene:
     def add_object(self, rng: np.random.Generator) -> None:
         """Draw a labelled shape where neither it nor any earlier one ends up less than
         ``MIN_VISIBLE`` visible; give up after ``PLACEMENT_TRIES`` positions."""
-        category_id, shape = _sample_shape(rng)
+        category_index, shape = _sample_shape(rng)
         full_pixels = int((shape.alpha >= OPAQUE).sum())
         if full_pixels < MIN_OBJECT_PIXELS:
             return
@@ -127,10 +127,11 @@ class _Scene:
         if layer is None:
             return
         texture_kind = toy_paint.TEXTURES[rng.integers(len(toy_paint.TEXTURES))]
-        fill = toy_paint.texture(texture_kind, rng, *layer.alpha.shape, self._contrasting_color(rng, layer))
+        color = self._contrasting_color(rng, layer, category_index)
+        fill = toy_paint.texture(texture_kind, rng, *layer.alpha.shape, color)
         image, _ = toy_paint.clip(layer, *self.owner.shape)
         region = (image[1].start, image[0].start, image[1].stop, image[0].stop)
-        self.objects.append(ToyObject(category_id, full_pixels, region))
+        self.objects.append(ToyObject(toy_shapes.CATEGORIES[category_index][0], full_pixels, region))
         self.visible = np.append(self.visible, 0)
         self._paint(layer, fill, len(self.objects))
 
@@ -164,14 +165,15 @@ class _Scene:
         full = np.array([obj.full_pixels for obj in self.objects])
         return bool(np.all(self.visible - hidden >= _must_show(full)))
 
-    def _contrasting_color(self, rng, layer: toy_paint.Layer) -> np.ndarray:
-        """A random colour at least ``MIN_CONTRAST`` from the backdrop it covers (or the most
-        distant of ``COLOR_TRIES`` candidates)."""
+    def _contrasting_color(self, rng, layer: toy_paint.Layer, category_index: int) -> np.ndarray:
+        """An object colour (see ``toy_shapes.object_color``) at least ``MIN_CONTRAST`` from
+        the backdrop it covers (or the most distant of ``COLOR_TRIES`` candidates)."""
         image, local = toy_paint.clip(layer, *self.owner.shape)
         behind = self.canvas[image][layer.alpha[local] >= OPAQUE].mean(axis=0)
+        typical = rng.random() < toy_shapes.TYPICAL_COLOR_PROB
         best, best_distance = None, -1.0
         for _ in range(COLOR_TRIES):
-            color = toy_paint.random_color(rng)
+            color = toy_shapes.object_color(category_index, rng, typical=typical)
             distance = float(np.linalg.norm(color - behind))
             if distance > best_distance:
                 best, best_distance = color, distance

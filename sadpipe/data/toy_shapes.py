@@ -8,8 +8,16 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from sadpipe.data import toy_paint
+
 SUPERCATEGORY = "shape"
 CURVE_VERTICES = 48  # vertices used for circles and other curves
+# Colour cue: most instances of a category take a hue near the category's own (categories
+# spread evenly around the hue circle), the rest any hue; shape always decides.
+TYPICAL_COLOR_PROB = 0.7
+TYPICAL_HUE_JITTER = 0.04  # ± on the hue circle [0, 1)
+TYPICAL_SATURATION = (0.45, 1.0)
+TYPICAL_VALUE = (0.45, 1.0)
 
 
 class Outline(NamedTuple):
@@ -141,3 +149,17 @@ def pose(outline: Outline, *, size: float, aspect: float = 1.0, angle: float = 0
 
 def translate(outline: Outline, dx: float, dy: float) -> Outline:
     return outline.map(lambda p: p + np.array([dx, dy]))
+
+
+def typical_hue(category_index: int) -> float:
+    """The category's own hue in [0, 1)."""
+    return category_index / len(CATEGORIES)
+
+
+def object_color(category_index: int, rng: np.random.Generator, *, typical: bool) -> np.ndarray:
+    """An RGB colour (3,) float32 for an instance: near the category's hue when ``typical``,
+    any hue otherwise."""
+    if not typical:
+        return toy_paint.random_color(rng)
+    hue = (typical_hue(category_index) + rng.uniform(-TYPICAL_HUE_JITTER, TYPICAL_HUE_JITTER)) % 1.0
+    return toy_paint.random_color(rng, hue=hue, saturation=TYPICAL_SATURATION, value=TYPICAL_VALUE)
