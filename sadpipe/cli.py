@@ -8,6 +8,7 @@ from sadpipe.errors import UserError
 # (command name, module under sadpipe.commands). Each module defines ``command``.
 COMMANDS = (
     ("toy-data", "toy_data"),
+    ("pretrain", "pretrain"),
     ("train", "train"),
     ("eval", "evaluate"),
     ("import-torchvision", "import_torchvision"),

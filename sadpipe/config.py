@@ -14,7 +14,9 @@ from sadpipe.errors import UserError
 DEFAULTS: dict = {
     "model": {
         "arch": "resnet50",
-        "pretrained": False,          # torchvision ImageNet weights for the body (downloads)
+        "pretrained": False,          # pretrained body: ImageNet (paper archs, downloads) or
+                                      # the zoo's toy-pretrained body (toy archs, shipped)
+        "body_weights": "",           # a `sadpipe pretrain` body file instead (toy archs)
         "init": "",                   # sadpipe checkpoint to start from (same arch/classes)
         "norm": "bn",                 # small bodies: bn | gn | frozen_bn (paper bodies: frozen BN)
         "anchor_size_factor": 4.0,    # anchor base size = factor × stride
@@ -29,6 +31,7 @@ DEFAULTS: dict = {
         "flip": True,                 # random horizontal flip at train time
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
+        "size_divisibility": 0,       # pad inputs to a multiple of this; 0: the coarsest stride
     },
     "data": {
         "train_annotations": "",

@@ -22,7 +22,8 @@ from sadpipe.errors import UserError
               help="Views cached per image: orig and/or hflip (the student's train-time flips).")
 @click.option("--student-config", type=click.Path(dir_okay=False),
               help="The student's train config: view sizes and normalisation are taken from "
-                   "it (input.train_min_sizes / max_size / mean / std), so views match exactly.")
+                   "it (input.train_min_sizes / max_size / mean / std / size_divisibility), so views "
+                   "match exactly.")
 @click.option("--min-size", type=int, help="Short side of the views (overrides the config).")
 @click.option("--max-size", type=int, help="Long-side cap of the views (overrides the config).")
 @click.option("--shard-size", default=64, show_default=True, help="Images per shard.")
@@ -55,7 +56,7 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if shard_size < 1 or batch_size < 1:
         raise UserError("--shard-size and --batch-size must be at least 1")
-    mean = std = None
+    mean = std = size_divisibility = None
     if student_config:
         cfg = load_config(student_config)
         if len(cfg["input"]["train_min_sizes"]) != 1:
@@ -64,9 +65,10 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
         min_size = min_size or cfg["input"]["train_min_sizes"][0]
         max_size = max_size or cfg["input"]["max_size"]
         mean, std = tuple(cfg["input"]["mean"]), tuple(cfg["input"]["std"])
+        size_divisibility = cfg["input"]["size_divisibility"] or None
     settings = CacheSettings(views=tuple(v.strip() for v in views.split(",") if v.strip()),
                              min_size=min_size, max_size=max_size, mean=mean, std=std,
-                             shard_size=shard_size, batch_size=batch_size)
+                             size_divisibility=size_divisibility, shard_size=shard_size, batch_size=batch_size)
     device = resolve_device(device)
     dist = init_distributed(device)
     progress = _Progress(enabled=dist.is_main)

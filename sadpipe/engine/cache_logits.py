@@ -37,6 +37,7 @@ class CacheSettings:
     max_size: int | None = None
     mean: tuple[float, ...] | None = None   # the student's normalisation (recorded, checked)
     std: tuple[float, ...] | None = None
+    size_divisibility: int | None = None    # None: the teacher's coarsest stride
     shard_size: int = 64
     batch_size: int = 1
 
@@ -45,7 +46,7 @@ def view_preprocessing(teacher: Teacher, s: CacheSettings) -> Preprocessing:
     t = teacher.spec.preprocessing
     return Preprocessing(min_size=s.min_size or t.min_size, max_size=s.max_size or t.max_size,
                          mean=tuple(s.mean or t.mean), std=tuple(s.std or t.std),
-                         size_divisibility=teacher.spec.anchor_layout.size_divisibility)
+                         size_divisibility=s.size_divisibility or teacher.spec.anchor_layout.size_divisibility)
 
 
 def cache_header(teacher: Teacher, teacher_path, prep: Preprocessing, s: CacheSettings,

@@ -161,7 +161,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     def _collate(self, samples: list[dict]) -> dict:
         layout = self.spec.anchor_layout
-        images = pad_batch([s["image"] for s in samples], layout.size_divisibility)
+        images = pad_batch([s["image"] for s in samples], self.spec.preprocessing.size_divisibility)
         batch_hw = tuple(images.shape[-2:])
         placed = [to_batch_layout(s["probs"], layout, tuple(s["recipe"]["padded_size"]), batch_hw)
                   for s in samples]

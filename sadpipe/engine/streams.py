@@ -41,5 +41,5 @@ def coco_stream(annotations, images, spec, cfg: dict, dist: DistInfo, *, start_b
                              rank=dist.rank, world_size=dist.world_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=schedule, num_workers=cfg["data"]["num_workers"],
-        collate_fn=functools.partial(collate, size_divisibility=spec.anchor_layout.size_divisibility))
+        collate_fn=functools.partial(collate, size_divisibility=spec.preprocessing.size_divisibility))
     return iter(loader)

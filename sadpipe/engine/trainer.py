@@ -42,7 +42,8 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
                           scales_per_octave=m["scales_per_octave"],
                           aspect_ratios=tuple(m["aspect_ratios"]))
     prep = Preprocessing(min_size=i["min_size"], max_size=i["max_size"], mean=tuple(i["mean"]),
-                         std=tuple(i["std"]), size_divisibility=layout.size_divisibility)
+                         std=tuple(i["std"]),
+                         size_divisibility=i["size_divisibility"] or layout.size_divisibility)
     if m["norm"] not in NORMS:
         raise UserError(f"config: model.norm '{m['norm']}' is unknown (known: {', '.join(NORMS)})")
     return ModelSpec(arch=m["arch"], categories=tuple((c["id"], c["name"]) for c in categories),
@@ -80,6 +81,8 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     if dist.is_main:
         run.prepare(cfg, resume=resume)
     model = spec.build(pretrained=cfg["model"]["pretrained"]).to(device)
+    if cfg["model"]["body_weights"]:
+        _load_body_weights(model, spec, cfg["model"]["body_weights"])
     if cfg["model"]["init"]:
         _load_init(model, spec, cfg["model"]["init"])
     optimizer = build_optimizer(model, solver)
@@ -109,10 +112,12 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
         losses, stats = step_losses(model, spec, batch, cfg, device, teacher=live_teacher,
                                     with_stats=log_now, dist=dist)
         loss = sum(losses.values())
+        check_finite(losses, done, run, dist)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if solver["clip_grad_norm"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), solver["clip_grad_norm"])
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), solver["clip_grad_norm"])
+            check_finite({"grad_norm": grad_norm}, done, run, dist)
         optimizer.step()
 
         meter.add(len(batch["image_ids"]) * dist.world_size, batch["skipped"], t_data,
@@ -190,6 +195,27 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
                  "mean_adw": mean_adaptive_weight(cls_logits.detach(), probs, adl_labels,
                                                   gamma=d["gamma"], beta=d["beta"])}
     return losses, stats
+
+
+def check_finite(values: dict[str, torch.Tensor], iteration: int, run: RunDir,
+                 dist: DistInfo = DistInfo()) -> None:
+    """Stop training (UserError) when a loss term or the gradient norm is NaN or infinite,
+    before the optimizer step: the last checkpoint written stays the last good one. Under
+    DDP every process stops together."""
+    finite = all(bool(torch.isfinite(v.detach()).all()) for v in values.values())
+    if dist.enabled:
+        flag = torch.tensor([0.0 if finite else 1.0], device=next(iter(values.values())).device)
+        torch.distributed.all_reduce(flag)
+        finite = float(flag) == 0.0
+    if finite:
+        return
+    shown = ", ".join(f"{k}={float(v.detach()):g}" for k, v in values.items())
+    checkpoints = run.checkpoints()
+    last = str(checkpoints[-1]) if checkpoints else "none (no checkpoint written yet)"
+    raise UserError(f"iteration {iteration}: non-finite training loss ({shown or 'on another process'}); "
+                    f"stopped before the update. Last good checkpoint: {last}. Lower solver.base_lr "
+                    "or set solver.clip_grad_norm, and restart (--set model.init=CHECKPOINT starts "
+                    "from that checkpoint's weights)")
 
 
 def _global_sums(values: list[float], device) -> list[float]:
@@ -275,6 +301,15 @@ def _resume(run: RunDir, model, optimizer) -> int:
     run.truncate_metrics(iteration)
     log.info("resumed from %s at iteration %d", checkpoints[-1], iteration)
     return iteration
+
+
+def _load_body_weights(model, spec: ModelSpec, path) -> None:
+    """A ``sadpipe pretrain`` body file into the detector's body (small archs only)."""
+    if ARCHS[spec.arch].family != "regnet":
+        raise UserError(f"config: model.body_weights is for the small archs; {spec.arch} takes "
+                        "model.pretrained = true (ImageNet)")
+    from sadpipe import zoo
+    _unwrap(model).backbone.body.load_state_dict(zoo.load_body(path, arch=spec.arch, norm=spec.norm))
 
 
 def _load_init(model, spec: ModelSpec, path) -> None:

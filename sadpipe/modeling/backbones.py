@@ -2,7 +2,8 @@
 
 Paper architectures (ResNet-50/101, ResNeXt-101 64x4d) use frozen batch norm and, for users,
 ImageNet weights from torchvision. The small ``toy_*`` architectures are RegNet-X bodies
-sized for a 2-core CPU, trained from scratch with ordinary batch norm.
+sized for a 2-core CPU, with ordinary batch norm; their "ImageNet" is classification on
+object crops of the embedded data (``sadpipe pretrain``, shipped in :mod:`sadpipe.zoo`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ArchSpec:
     group_width: int = 8
     stem_width: int = 32
     head_norm: bool = False        # GroupNorm in the head's conv towers (scratch training)
+    head_init: str = "release"     # tower conv init: "release" N(0, 0.01) | "kaiming" (fan-in)
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -36,9 +38,9 @@ ARCHS: dict[str, ArchSpec] = {
     "resnext101_64x4d": ArchSpec("resnet", body="resnext101_64x4d"),
     # Embedded default: a teacher and a clearly smaller student (about 4x fewer FLOPs).
     "toy_teacher": ArchSpec("regnet", fpn_channels=64, stem_width=24, depths=(1, 2, 4, 2),
-                            widths=(32, 64, 128, 256), group_width=16),
+                            widths=(32, 64, 128, 256), group_width=16, head_init="kaiming"),
     "toy_student": ArchSpec("regnet", fpn_channels=32, stem_width=16, depths=(1, 1, 2, 1),
-                            widths=(16, 32, 64, 128), group_width=8),
+                            widths=(16, 32, 64, 128), group_width=8, head_init="kaiming"),
 }
 
 
@@ -62,8 +64,9 @@ def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int
                    norm: str = "bn") -> nn.Module:
     """Body + FPN returning P3..P7 (``OrderedDict`` of 5 feature maps, equal channels).
 
-    ``pretrained`` downloads torchvision's ImageNet weights (paper architectures only, which
-    always use frozen batch norm); ``norm`` applies to the small bodies."""
+    ``pretrained``: for the paper architectures, torchvision's ImageNet weights (downloads;
+    frozen batch norm always); for the small bodies, the toy-pretrained body of the model zoo
+    (:mod:`sadpipe.zoo`). ``norm`` applies to the small bodies."""
     spec = ARCHS[arch]
     if spec.family == "resnet":
         weights = "DEFAULT" if pretrained else None
@@ -71,18 +74,28 @@ def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int
                                                       norm_layer=misc_ops.FrozenBatchNorm2d)
         return _resnet_fpn_extractor(body, trainable_layers, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(spec.fpn_channels, spec.fpn_channels))
-    return _regnet_fpn(spec, norm_layer(norm))
+    body = build_body(arch, norm=norm)
+    if pretrained:
+        from sadpipe import zoo  # the zoo reads checkpoints; keep it out of plain model builds
+        body.load_state_dict(zoo.load_body(zoo.body_path(arch), arch=arch, norm=norm))
+    return BackboneWithFPN(body, return_layers=RETURN_LAYERS, in_channels_list=list(spec.widths[1:4]),
+                           out_channels=spec.fpn_channels,
+                           extra_blocks=LastLevelP6P7(spec.fpn_channels, spec.fpn_channels))
 
 
-def _regnet_fpn(spec: ArchSpec, norm) -> BackboneWithFPN:
+RETURN_LAYERS = {"block2": "0", "block3": "1", "block4": "2"}  # C3, C4, C5 of a small body
+
+
+def build_body(arch: str, *, norm: str = "bn") -> nn.Sequential:
+    """The RegNet-X body of a small arch: ``stem``, ``block1`` .. ``block4`` (strides 2..32),
+    output (N, widths[-1], H/32, W/32). The same module is pretrained on classification
+    crops and then used under the FPN."""
+    spec = ARCHS[arch]
+    if spec.family != "regnet":
+        raise ValueError(f"{arch}: not a small (RegNet) body")
     n = len(spec.depths)
     group_widths = [min(spec.group_width, w) for w in spec.widths]
     params = regnet.BlockParams(list(spec.depths), list(spec.widths), group_widths,
                                 [1.0] * n, [2] * n)
-    body = regnet.RegNet(params, stem_width=spec.stem_width, norm_layer=norm)
-    widths = list(spec.widths)
-    return_layers = {"block2": "0", "block3": "1", "block4": "2"}
-    stages = OrderedDict([("stem", body.stem), *body.trunk_output.named_children()])
-    return BackboneWithFPN(nn.Sequential(stages), return_layers=return_layers,
-                           in_channels_list=widths[1:4], out_channels=spec.fpn_channels,
-                           extra_blocks=LastLevelP6P7(spec.fpn_channels, spec.fpn_channels))
+    body = regnet.RegNet(params, stem_width=spec.stem_width, norm_layer=norm_layer(norm))
+    return nn.Sequential(OrderedDict([("stem", body.stem), *body.trunk_output.named_children()]))

@@ -13,6 +13,7 @@ from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS, build_backbone
 
 HEAD_GN_GROUPS = 8
+HEAD_INITS = ("release", "kaiming")
 
 
 class RetinaNet(nn.Module):
@@ -34,11 +35,38 @@ class RetinaNet(nn.Module):
         head_norm = (lambda c: nn.GroupNorm(HEAD_GN_GROUPS, c)) if ARCHS[arch].head_norm else None
         self.head = RetinaNetHead(self.backbone.out_channels, self.anchor_layout.num_anchors,
                                   num_classes, norm_layer=head_norm)
+        init_head_towers(self.head, ARCHS[arch].head_init)
         self.num_classes = num_classes
+        self.channels_last = True  # memory layout of CPU inputs (see forward)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images: (N, 3, H, W), H and W multiples of the coarsest stride.
 
-        Returns cls_logits (N, HWA, C) and box_deltas (N, HWA, 4), levels P3..P7 in order."""
+        Returns cls_logits (N, HWA, C) and box_deltas (N, HWA, 4), levels P3..P7 in order.
+
+        On CPU the images are laid out channels-last, which oneDNN's convolutions then keep
+        through the network (`python -m sadpipe.bench.train_step` measures the gain)."""
+        if self.channels_last and images.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
         features = list(self.backbone(images).values())
         return self.head.classification_head(features), self.head.regression_head(features)
+
+
+def init_head_towers(head: RetinaNetHead, scheme: str) -> None:
+    """Initialise the head's conv towers (the four 3×3 convs of each branch; the final
+    predictors keep torchvision's N(0, 0.01) and the class prior bias).
+
+    ``"release"`` keeps N(0, 0.01), the release's choice for 256-channel FPNs. At 32 or 64
+    channels that scale shrinks the signal ~10× per conv, so the toy archs use ``"kaiming"``:
+    He-normal with fan-in and ReLU gain, which keeps the activations' scale through the tower.
+    """
+    if scheme not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {scheme!r}")
+    if scheme == "release":
+        return
+    for tower in (head.classification_head.conv, head.regression_head.conv):
+        for module in tower.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)

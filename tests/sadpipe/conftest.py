@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 CATEGORIES = [{"id": 2, "name": "square"}, {"id": 5, "name": "disc"}]
+RELEASE_HEAD_STD = 0.01  # torchvision's RetinaNet head init
 
 
 def write_tiny_coco(root, *, num_images=8, seed=0, size=(96, 64)):
@@ -61,8 +62,9 @@ def make_tiny_checkpoint(path, *, categories=CATEGORIES, seed=0, conv_gain=1.0, 
                          cls_bias=-1.0):
     """An untrained ``toy_student`` detector saved as a sadpipe checkpoint (64/128 input).
 
-    ``conv_gain`` / ``cls_gain`` scale the class tower and the class layer so the scores depend
-    on the pixels; ``cls_bias`` sets the class prior (-1.0: plenty of boxes above 0.05)."""
+    The class tower is drawn from N(0, (0.01 ``conv_gain``)²) (torchvision's release init
+    times the gain) and the class layer scaled by ``cls_gain``, so the scores depend on the
+    pixels; ``cls_bias`` sets the class prior (-1.0: plenty of boxes above 0.05)."""
     import torch
 
     from sadpipe.checkpoint import ModelSpec, save_checkpoint
@@ -78,7 +80,7 @@ def make_tiny_checkpoint(path, *, categories=CATEGORIES, seed=0, conv_gain=1.0, 
     with torch.no_grad():
         for conv in head.conv.modules():
             if isinstance(conv, torch.nn.Conv2d):
-                conv.weight.mul_(conv_gain)
+                conv.weight.normal_(0.0, RELEASE_HEAD_STD * conv_gain)
         head.cls_logits.weight.mul_(cls_gain)
         head.cls_logits.bias.fill_(cls_bias)
     save_checkpoint(path, spec, model)

@@ -94,3 +94,38 @@ def test_bad_input_is_one_line_error(tiny_coco, tmp_path, override, message):
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (out / "model_final.pt").exists()
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(tiny_coco, tmp_path):
+    """An LR far too high blows the loss up to NaN at iteration 3: training stops there with a
+    one-line error naming the iteration and the iteration-2 checkpoint, which stays as it was
+    written and is not followed by a final model."""
+    ann, images = tiny_coco
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_command, ["--config", "/dev/null",
+                                                *_args(ann, images, out, **{"solver.base_lr": 1e4,
+                                                                            "solver.max_iter": 8})])
+    checkpoint = out / "checkpoints" / "iter_0000002.pt"
+    error = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert error.startswith("Error: iteration 3: non-finite training loss")
+    assert f"Last good checkpoint: {checkpoint}" in error
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [checkpoint.name]
+    assert not (out / "model_final.pt").exists()
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["training"]["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2]
+
+
+def test_check_finite_names_the_terms(tmp_path):
+    from sadpipe.engine.run_dir import RunDir
+    from sadpipe.engine.trainer import check_finite
+    from sadpipe.errors import UserError
+
+    run = RunDir(tmp_path)
+    check_finite({"loss_cls": torch.tensor(1.0), "grad_norm": torch.tensor(3.0)}, 7, run)
+    with pytest.raises(UserError, match=r"iteration 7: non-finite training loss \(loss_cls=1, "
+                                        r"loss_box=inf\).*none \(no checkpoint written yet\)"):
+        check_finite({"loss_cls": torch.tensor(1.0), "loss_box": torch.tensor(float("inf"))}, 7, run)

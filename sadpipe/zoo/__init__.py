@@ -1,0 +1,63 @@
+"""The toy model zoo: files shipped with sadpipe for the embedded world, as the paper's world
+ships ImageNet bodies and released teachers.
+
+* ``toy_teacher_body.pt``, ``toy_student_body.pt``: small bodies pretrained on object crops of
+  the generator's own ``pretrain`` split (``sadpipe pretrain``); ``model.pretrained = true``
+  loads them for the toy archs.
+* ``toy_teacher.pt``: a toy teacher trained long, once (a self-describing sadpipe checkpoint).
+
+Every file records how it was made (``provenance``: the exact command and config, generator
+version, seed, data sizes, iterations or epochs, wall time, and its measured figures).
+``pipelines/toy_zoo.toml`` remakes them all from nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sadpipe.errors import UserError
+
+ZOO_DIR = Path(__file__).resolve().parent
+BODY_FORMAT = "sadpipe-body"
+BODY_VERSION = 1
+TEACHER_FILE = "toy_teacher.pt"
+
+
+def body_path(arch: str) -> Path:
+    """Where the zoo keeps the pretrained body of a small arch."""
+    return ZOO_DIR / f"{arch}_body.pt"
+
+
+def teacher_path() -> Path:
+    """The zoo's trained toy teacher (a sadpipe checkpoint)."""
+    return ZOO_DIR / TEACHER_FILE
+
+
+def read_body_file(path) -> dict:
+    """A body file's payload: {"format", "version", "arch", "norm", "state_dict",
+    "provenance"}; a missing or foreign file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no pretrained body file (make one with `sadpipe pretrain`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
+        raise UserError(f"{path}: not a readable body file ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != BODY_FORMAT:
+        raise UserError(f"{path}: not a sadpipe pretrained body (no '{BODY_FORMAT}' header)")
+    if payload.get("version") != BODY_VERSION:
+        raise UserError(f"{path}: body file version {payload.get('version')} is not supported "
+                        f"(expected {BODY_VERSION})")
+    return payload
+
+
+def load_body(path, *, arch: str, norm: str) -> dict:
+    """The body state dict of ``path``, checked to be a body of ``arch`` with ``norm``."""
+    payload = read_body_file(path)
+    if payload["arch"] != arch:
+        raise UserError(f"{path}: a pretrained {payload['arch']} body, the model is a {arch}")
+    if payload["norm"] != norm:
+        raise UserError(f"{path}: pretrained with model.norm '{payload['norm']}', the model uses "
+                        f"'{norm}'")
+    return payload["state_dict"]
