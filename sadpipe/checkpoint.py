@@ -14,7 +14,9 @@ from sadpipe.errors import UserError
 from sadpipe.fileio import atomic_path
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
+from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.retinanet import RetinaNet
+from sadpipe.serialization import plain_dict
 
 FORMAT = "sadpipe-checkpoint"
 VERSION = 1
@@ -22,13 +24,22 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a detector and feed it."""
+    """Everything needed to rebuild a detector, feed it and read its outputs.
+
+    The fields after ``norm`` describe Detectron's variant of the paper models (see
+    :mod:`sadpipe.modeling.detectron_import`); their defaults are torchvision's, and they are
+    written only when they differ, so older checkpoints read unchanged.
+    """
 
     arch: str
     categories: tuple[tuple[int, str], ...]   # (COCO category id, name), model class order
     anchor_layout: AnchorLayout
     preprocessing: Preprocessing
     norm: str = "bn"
+    stride_in_1x1: bool = False                 # MSRA ResNet bottlenecks
+    p6_from: str = "p5"                         # "p5" | "c5"
+    box_convention: str = "torchvision"         # see sadpipe.modeling.boxes
+    last_level_score_thresh: float | None = None   # Detectron: 0 on P7 (else score_thresh)
 
     @property
     def num_classes(self) -> int:
@@ -38,23 +49,49 @@ class ModelSpec:
     def category_ids(self) -> list[int]:
         return [c for c, _ in self.categories]
 
+    @property
+    def boxes(self) -> BoxConvention:
+        return BoxConvention(self.box_convention)
+
+    def variant(self) -> dict:
+        """What gives the weights their meaning besides arch and classes, by train-config key."""
+        layout, prep = self.anchor_layout, self.preprocessing
+        return {"model.norm": self.norm, "model.stride_in_1x1": self.stride_in_1x1,
+                "model.p6_from": self.p6_from, "model.box_convention": self.box_convention,
+                "model.strides": list(layout.strides),
+                "model.anchor_size_factor": layout.size_factor,
+                "model.scales_per_octave": layout.scales_per_octave,
+                "model.aspect_ratios": list(layout.aspect_ratios),
+                "model.anchor_convention": layout.convention,
+                "input.channel_order": prep.channel_order, "input.pixel_range": prep.pixel_range,
+                "input.mean": list(prep.mean), "input.std": list(prep.std)}
+
     def build(self, *, pretrained: bool = False) -> RetinaNet:
         return RetinaNet(self.arch, self.num_classes, self.anchor_layout, pretrained=pretrained,
-                         norm=self.norm)
+                         norm=self.norm, stride_in_1x1=self.stride_in_1x1, p6_from=self.p6_from)
 
     def to_dict(self) -> dict:
+        variant = plain_dict(self, optional=VARIANT_FIELDS)
         return {"arch": self.arch, "num_classes": self.num_classes,
                 "categories": [{"id": c, "name": n} for c, n in self.categories],
                 "anchor_layout": self.anchor_layout.to_dict(),
-                "preprocessing": self.preprocessing.to_dict(), "norm": self.norm}
+                "preprocessing": self.preprocessing.to_dict(), "norm": self.norm,
+                **{k: variant[k] for k in VARIANT_FIELDS if k in variant}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
+        last = d.get("last_level_score_thresh")
         return cls(arch=d["arch"],
                    categories=tuple((int(c["id"]), str(c["name"])) for c in d["categories"]),
                    anchor_layout=AnchorLayout.from_dict(d["anchor_layout"]),
                    preprocessing=Preprocessing.from_dict(d["preprocessing"]),
-                   norm=d.get("norm", "bn"))
+                   norm=d.get("norm", "bn"), stride_in_1x1=bool(d.get("stride_in_1x1", False)),
+                   p6_from=str(d.get("p6_from", "p5")),
+                   box_convention=str(d.get("box_convention", "torchvision")),
+                   last_level_score_thresh=None if last is None else float(last))
+
+
+VARIANT_FIELDS = ("stride_in_1x1", "p6_from", "box_convention", "last_level_score_thresh")
 
 
 def save_checkpoint(path, spec: ModelSpec, model: torch.nn.Module, **extra) -> None:

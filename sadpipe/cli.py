@@ -12,6 +12,8 @@ COMMANDS = (
     ("train", "train"),
     ("eval", "evaluate"),
     ("import-torchvision", "import_torchvision"),
+    ("import-detectron", "import_detectron"),
+    ("export-detectron", "export_detectron"),
     ("pseudo-label", "pseudo_label"),
     ("cache-logits", "cache_logits"),
     ("inspect-shards", "inspect_shards"),
@@ -51,6 +53,11 @@ def cli():
       sadpipe cache-logits ...          # teacher scores stored once, compactly
       sadpipe train --config pipelines/toy_student_sad.toml --teacher-shards ...
       sadpipe eval --checkpoint runs/student/model_final.pt ...
+
+    \b
+    The SAD release's Detectron models:
+      sadpipe import-detectron model.pkl --arch resnet101 --out teacher.pt
+      sadpipe export-detectron student.pt --out student.pkl
 
     Run `sadpipe COMMAND --help` for each command's options.
     """

@@ -17,20 +17,27 @@ DEFAULTS: dict = {
         "pretrained": False,          # pretrained body: ImageNet (paper archs, downloads) or
                                       # the zoo's toy-pretrained body (toy archs, shipped)
         "body_weights": "",           # a `sadpipe pretrain` body file instead (toy archs)
-        "init": "",                   # sadpipe checkpoint to start from (same arch/classes)
-        "norm": "bn",                 # small bodies: bn | gn | frozen_bn (paper bodies: frozen BN)
+        "init": "",                   # sadpipe checkpoint to start from (same arch, classes, variant)
+        "norm": "bn",                 # small bodies: bn | gn | frozen_bn (paper bodies: frozen BN);
+                                      # affine: frozen BN with eps 0 (Detectron's AffineChannel)
+        "stride_in_1x1": False,       # resnet bodies: stride in the first 1x1 conv (MSRA R-50/101)
+        "p6_from": "p5",              # input of the P6 conv: p5 (torchvision) | c5 (Detectron)
         "anchor_size_factor": 4.0,    # anchor base size = factor × stride
         "scales_per_octave": 3,
-        "aspect_ratios": [0.5, 1.0, 2.0],
+        "aspect_ratios": [0.5, 1.0, 2.0],   # height / width in anchor order (release: [1, 2, 0.5])
         "strides": [8, 16, 32, 64, 128],
+        "anchor_convention": "torchvision",  # torchvision | detectron (modeling/anchors.py)
+        "box_convention": "torchvision",     # torchvision | detectron: "+1" boxes (modeling/boxes.py)
     },
     "input": {
         "min_size": 600,              # test-time short side
         "max_size": 1000,
         "train_min_sizes": [600],     # one is drawn per image at train time
         "flip": True,                 # random horizontal flip at train time
-        "mean": [0.485, 0.456, 0.406],
+        "mean": [0.485, 0.456, 0.406],   # in channel_order, for pixels in [0, pixel_range]
         "std": [0.229, 0.224, 0.225],
+        "channel_order": "rgb",       # rgb | bgr (Detectron's models)
+        "pixel_range": 1.0,           # 1 (torchvision) | 255 (Detectron: mean = pixel means, std 1)
         "size_divisibility": 0,       # pad inputs to a multiple of this; 0: the coarsest stride
     },
     "data": {

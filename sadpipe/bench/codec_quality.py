@@ -50,19 +50,9 @@ class ViewResult:
 
 def view_prep(teacher, student_config, min_size, max_size):
     """The views' Preprocessing, as `sadpipe cache-logits` makes it from the same options."""
-    from sadpipe.config import load_config
-    from sadpipe.engine.cache_logits import CacheSettings, view_preprocessing
-    from sadpipe.errors import UserError
+    from sadpipe.engine.cache_logits import student_cache_settings, view_preprocessing
 
-    mean = std = None
-    if student_config:
-        cfg = load_config(student_config)
-        if len(cfg["input"]["train_min_sizes"]) != 1:
-            raise UserError(f"{student_config}: input.train_min_sizes must hold one scale")
-        min_size = min_size or cfg["input"]["train_min_sizes"][0]
-        max_size = max_size or cfg["input"]["max_size"]
-        mean, std = tuple(cfg["input"]["mean"]), tuple(cfg["input"]["std"])
-    settings = CacheSettings(min_size=min_size, max_size=max_size, mean=mean, std=std)
+    settings = student_cache_settings(student_config, min_size=min_size, max_size=max_size)
     return view_preprocessing(teacher, settings)
 
 
@@ -70,11 +60,9 @@ def view_prep(teacher, student_config, min_size, max_size):
 def student_logits(model, spec, image, recipe, prep) -> torch.Tensor:
     """Student class logits (HWA, C) float64 of one view, on the view's own padded grid; the
     pixels are normalised with the student's own mean/std, as training does."""
-    from sadpipe.data.transforms import Preprocessing, make_view
+    from sadpipe.data.transforms import make_view
 
-    own = Preprocessing(min_size=prep.min_size, max_size=prep.max_size,
-                        mean=spec.preprocessing.mean, std=spec.preprocessing.std,
-                        size_divisibility=prep.size_divisibility)
+    own = spec.preprocessing.with_sizes_of(prep)
     x = make_view(image, recipe, own)
     ph, pw = recipe["padded_size"]
     batch = torch.zeros(1, 3, ph, pw)

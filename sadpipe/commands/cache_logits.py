@@ -22,7 +22,8 @@ from sadpipe.errors import UserError
               help="Views cached per image: orig and/or hflip (the student's train-time flips).")
 @click.option("--student-config", type=click.Path(dir_okay=False),
               help="The student's train config: view sizes and normalisation are taken from "
-                   "it (input.train_min_sizes / max_size / mean / std / size_divisibility), so views "
+                   "it (input.train_min_sizes / max_size / size_divisibility and the pixel "
+                   "normalisation), so views "
                    "match exactly.")
 @click.option("--min-size", type=int, help="Short side of the views (overrides the config).")
 @click.option("--max-size", type=int, help="Long-side cap of the views (overrides the config).")
@@ -49,26 +50,15 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
           --annotations data/annotations/train.json --images data/images/train \\
           --student-config pipelines/toy_student_sad.toml --out shards/labeled
     """
-    from sadpipe.config import load_config
-    from sadpipe.engine.cache_logits import CacheSettings, cache_logits
+    from sadpipe.engine.cache_logits import cache_logits, student_cache_settings
     from sadpipe.engine.distributed import init_distributed, resolve_device
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if shard_size < 1 or batch_size < 1:
         raise UserError("--shard-size and --batch-size must be at least 1")
-    mean = std = size_divisibility = None
-    if student_config:
-        cfg = load_config(student_config)
-        if len(cfg["input"]["train_min_sizes"]) != 1:
-            raise UserError(f"{student_config}: input.train_min_sizes must hold the one training "
-                            "scale to cache")
-        min_size = min_size or cfg["input"]["train_min_sizes"][0]
-        max_size = max_size or cfg["input"]["max_size"]
-        mean, std = tuple(cfg["input"]["mean"]), tuple(cfg["input"]["std"])
-        size_divisibility = cfg["input"]["size_divisibility"] or None
-    settings = CacheSettings(views=tuple(v.strip() for v in views.split(",") if v.strip()),
-                             min_size=min_size, max_size=max_size, mean=mean, std=std,
-                             size_divisibility=size_divisibility, shard_size=shard_size, batch_size=batch_size)
+    settings = student_cache_settings(student_config, min_size=min_size, max_size=max_size,
+                                      views=tuple(v.strip() for v in views.split(",") if v.strip()),
+                                      shard_size=shard_size, batch_size=batch_size)
     device = resolve_device(device)
     dist = init_distributed(device)
     progress = _Progress(enabled=dist.is_main)

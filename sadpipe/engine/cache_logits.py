@@ -9,7 +9,7 @@ of processes or the point a killed run resumes from, and the shards' bytes do no
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,8 @@ from PIL import Image
 import shards
 from sadpipe.checkpoint import file_sha256
 from sadpipe.data.coco import CocoDataset, ImageError
-from sadpipe.data.transforms import Preprocessing, make_recipe
+from sadpipe.config import load_config
+from sadpipe.data.transforms import Preprocessing, make_recipe, preprocessing_from_config
 from sadpipe.engine.distributed import DistInfo, barrier
 from sadpipe.engine.sharding import split_for_rank
 from sadpipe.engine.teacher import Teacher
@@ -35,18 +36,32 @@ class CacheSettings:
     views: tuple[str, ...] = ("orig", "hflip")
     min_size: int | None = None      # None: the teacher's own test sizes
     max_size: int | None = None
-    mean: tuple[float, ...] | None = None   # the student's normalisation (recorded, checked)
-    std: tuple[float, ...] | None = None
-    size_divisibility: int | None = None    # None: the teacher's coarsest stride
-    shard_size: int = 64
+    student_input: Preprocessing | None = None   # the student's normalisation (recorded,
+    shard_size: int = 64                         # checked by training); None: the teacher's
     batch_size: int = 1
+
+
+def student_cache_settings(student_config=None, *, min_size: int | None = None,
+                           max_size: int | None = None, **kwargs) -> CacheSettings:
+    """Views sized and normalised as the student trains (its train config); explicit
+    ``min_size``/``max_size`` win. Without a config: the teacher's test sizes and input."""
+    if not student_config:
+        return CacheSettings(min_size=min_size, max_size=max_size, **kwargs)
+    cfg = load_config(student_config)
+    if len(cfg["input"]["train_min_sizes"]) != 1:
+        raise UserError(f"{student_config}: input.train_min_sizes must hold the one training "
+                        "scale to cache")
+    return CacheSettings(min_size=min_size or cfg["input"]["train_min_sizes"][0],
+                         max_size=max_size or cfg["input"]["max_size"],
+                         student_input=preprocessing_from_config(cfg), **kwargs)
 
 
 def view_preprocessing(teacher: Teacher, s: CacheSettings) -> Preprocessing:
     t = teacher.spec.preprocessing
-    return Preprocessing(min_size=s.min_size or t.min_size, max_size=s.max_size or t.max_size,
-                         mean=tuple(s.mean or t.mean), std=tuple(s.std or t.std),
-                         size_divisibility=s.size_divisibility or teacher.spec.anchor_layout.size_divisibility)
+    return replace(s.student_input or t, min_size=s.min_size or t.min_size,
+                   max_size=s.max_size or t.max_size,
+                   size_divisibility=(s.student_input.size_divisibility if s.student_input
+                                      else teacher.spec.anchor_layout.size_divisibility))
 
 
 def cache_header(teacher: Teacher, teacher_path, prep: Preprocessing, s: CacheSettings,

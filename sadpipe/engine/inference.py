@@ -9,11 +9,13 @@ from sadpipe.checkpoint import ModelSpec, load_model
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.transforms import make_recipe, make_view, pad_batch, untransform_boxes
 from sadpipe.errors import UserError
+from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.postprocess import postprocess
 
 
 class Predictor:
-    """Runs a detector at its test scale (``preprocessing.min_size``), no flip."""
+    """Runs a detector at its test scale (``preprocessing.min_size``), no flip, reading its
+    outputs as its checkpoint says (anchors, box convention, thresholds)."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu"):
         self.model, self.spec, self.device = model.eval(), spec, device
@@ -32,23 +34,33 @@ class Predictor:
         out = []
         for i, recipe in enumerate(recipes):
             det = postprocess(cls_logits[i], box_deltas[i], anchors, layout.level_sizes(padded),
-                              tuple(recipe["resized_size"]))
+                              last_level_score_thresh=self.spec.last_level_score_thresh,
+                              convention=self.spec.boxes, **self._frame(recipe))
             det = {k: v.cpu() for k, v in det.items()}
-            det["boxes"] = untransform_boxes(det["boxes"], recipe)
+            if not self.spec.boxes.nms_in_image:
+                det["boxes"] = untransform_boxes(det["boxes"], recipe)
             out.append(det)
         return out
 
+    def _frame(self, recipe: dict) -> dict:
+        """Where boxes are clipped and NMSed: the resized view, or (Detectron) the original
+        image after dividing by the resize factor."""
+        if not self.spec.boxes.nms_in_image:
+            return {"image_size": tuple(recipe["resized_size"])}
+        h, w = recipe["image_size"]
+        return {"image_size": (h, w), "box_scale": self.spec.preprocessing.scale(h, w)}
+
 
 def to_coco_results(image_id: int, det: dict, category_ids: list[int], *,
-                    score_thresh: float = 0.0) -> list[dict]:
-    """COCO result dicts (bbox xywh) for one image's detections."""
+                    score_thresh: float = 0.0, convention: BoxConvention = BoxConvention()) -> list[dict]:
+    """COCO result dicts (bbox xywh in the model's box convention) for one image's detections."""
     results = []
-    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+    xywh = convention.to_xywh(det["boxes"].double()).tolist()   # widths in float64
+    for box, score, label in zip(xywh, det["scores"].tolist(), det["labels"].tolist()):
         if score < score_thresh:
             continue
-        x0, y0, x1, y1 = box
         results.append({"image_id": image_id, "category_id": category_ids[label],
-                        "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+                        "bbox": box, "score": score})
     return results
 
 
@@ -74,5 +86,6 @@ def detect_dataset(checkpoint_path, dataset: CocoDataset, *, batch_size: int = 4
         chunk = records[start:start + batch_size]
         images = [np.asarray(dataset.load_image(r)) for r in chunk]
         for record, det in zip(chunk, predictor(images)):
-            results += to_coco_results(record.image_id, det, spec.category_ids)
+            results += to_coco_results(record.image_id, det, spec.category_ids,
+                                       convention=spec.boxes)
     return results

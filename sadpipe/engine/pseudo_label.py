@@ -43,6 +43,7 @@ from sadpipe.engine.inference import Predictor, to_coco_results
 from sadpipe.engine.sharding import gather_json_parts, remove_parts, split_for_rank
 from sadpipe.errors import UserError
 from sadpipe.fileio import write_json
+from sadpipe.modeling.boxes import BoxConvention
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SCORE_THRESH = 0.5
@@ -198,7 +199,8 @@ def load_item(images_dir, item: ImageItem) -> np.ndarray:
     return np.asarray(image)
 
 
-def teacher_annotations(det: dict, category_ids: list[int], score_thresh: float) -> list[dict]:
+def teacher_annotations(det: dict, category_ids: list[int], score_thresh: float, *,
+                        convention: BoxConvention = BoxConvention()) -> list[dict]:
     """Annotation dicts (no ``id``/``image_id`` yet) for one image's detections with
     score ≥ ``score_thresh``. Boxes clipped to nothing (width or height 0) are dropped: they
     cannot be ground truth.
@@ -206,7 +208,8 @@ def teacher_annotations(det: dict, category_ids: list[int], score_thresh: float)
     det: "boxes" (D, 4) xyxy original pixels, "scores" (D,), "labels" (D,) class indices.
     """
     out = []
-    for result in to_coco_results(0, det, category_ids, score_thresh=score_thresh):
+    for result in to_coco_results(0, det, category_ids, score_thresh=score_thresh,
+                                  convention=convention):
         _, _, w, h = result["bbox"]
         if w > 0 and h > 0:
             out.append({"category_id": result["category_id"], "bbox": result["bbox"],
@@ -232,7 +235,8 @@ def label_batches(predictor: Predictor, images_dir, batches: list[list[ImageItem
         for (item, pixels), det in zip(readable, detections):
             images.append({"id": item.image_id, "file_name": item.file_name,
                            "width": pixels.shape[1], "height": pixels.shape[0],
-                           "annotations": teacher_annotations(det, category_ids, score_thresh)})
+                           "annotations": teacher_annotations(det, category_ids, score_thresh,
+                                                              convention=predictor.spec.boxes)})
         bar.update(len(loaded))
     bar.close()
     return {"images": images, "skipped": skipped}

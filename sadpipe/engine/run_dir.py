@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sadpipe.config import dump_toml
+from sadpipe.config import dump_toml, load_config
 from sadpipe.errors import UserError
 from sadpipe.fileio import atomic_path
 
@@ -31,7 +31,8 @@ class RunDir:
             if not resume:
                 raise UserError(f"{self.path}: already holds a training run; pass --resume to "
                                 "continue it or choose another --out")
-            if config_path.read_text() != text:
+            if config_path.read_text() != text and load_config(config_path) != cfg:
+                # (a run written before a config key existed holds it at its default)
                 key = _first_difference(config_path.read_text(), text)
                 raise UserError(f"{self.path}: holds a run with a different config ({key}); "
                                 "choose another --out")

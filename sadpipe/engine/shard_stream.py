@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 from itertools import count
 
 import numpy as np
@@ -19,9 +20,10 @@ import torch
 from PIL import Image
 
 import shards
-from sadpipe.data.transforms import make_recipe, make_view, pad_batch, transform_boxes
+from sadpipe.data.transforms import Preprocessing, make_recipe, make_view, pad_batch, transform_boxes
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.errors import UserError
+from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.distill import to_batch_layout
 
 RECIPE_FIELDS = ("image_size", "resized_size", "padded_size", "flip")
@@ -42,14 +44,11 @@ def manifest_categories(shard_dir) -> list[dict]:
 
 def expected_header(spec, cfg: dict) -> dict:
     """The shard header fields that must equal the student's own settings."""
-    prep = spec.preprocessing
+    prep = replace(spec.preprocessing, min_size=cfg["input"]["train_min_sizes"][0])
     views = ["orig", "hflip"] if cfg["input"]["flip"] else ["orig"]
     return {"categories": [{"id": c, "name": n} for c, n in spec.categories],
             "anchor_layout": spec.anchor_layout.to_dict(),
-            "preprocessing": {"min_size": cfg["input"]["train_min_sizes"][0],
-                              "max_size": prep.max_size, "mean": list(prep.mean),
-                              "std": list(prep.std), "size_divisibility": prep.size_divisibility},
-            "views": views}
+            "preprocessing": prep.to_dict(), "views": views}
 
 
 def check_shard_set(shard_dir, spec, cfg: dict, dist: DistInfo) -> dict:
@@ -64,12 +63,27 @@ def check_shard_set(shard_dir, spec, cfg: dict, dist: DistInfo) -> dict:
         shards.check_compatible(manifest, expected_header(spec, cfg))
     except shards.ShardMismatchError as err:
         raise UserError(f"{shard_dir}: {err}") from None
+    _check_defaulted_fields(shard_dir, manifest["header"], spec)
     workers = cfg["data"]["num_workers"]
     num_shards = len(manifest["shards"])
     if num_shards < dist.world_size * max(workers, 1):
         raise UserError(f"{shard_dir}: {num_shards} shards cannot feed {dist.world_size} processes × "
                         f"{max(workers, 1)} workers; cache with a smaller --shard-size")
     return manifest
+
+
+def _check_defaulted_fields(shard_dir, header: dict, spec) -> None:
+    """Fields written only when not at their default (channel order, pixel range, anchor
+    convention) are absent from ``expected_header`` for a default student: compare them here,
+    a missing one meaning its default."""
+    pairs = [(f"preprocessing.{key}", getattr(Preprocessing.from_dict(header["preprocessing"]), key),
+              getattr(spec.preprocessing, key)) for key in ("channel_order", "pixel_range")]
+    pairs.append(("anchor_layout.convention",
+                  AnchorLayout.from_dict(header["anchor_layout"]).convention,
+                  spec.anchor_layout.convention))
+    for field, have, want in pairs:
+        if have != want:
+            raise UserError(f"{shard_dir}: {field}: shards have {have!r}, training expects {want!r}")
 
 
 def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from sadpipe.checkpoint import ModelSpec, load_model
-from sadpipe.data.transforms import Preprocessing, make_view
+from sadpipe.data.transforms import Preprocessing, make_view, renormalize
 from sadpipe.errors import UserError
 from sadpipe.modeling.distill import view_anchor_mask
 
@@ -57,8 +57,9 @@ class Teacher:
     @torch.no_grad()
     def batch_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
         """Probabilities (N, HWA, C) for a padded student batch, and (N, HWA) masks of the
-        anchors on each view's own grid. ``images`` are normalised with the student's
-        mean/std; the teacher gets its own normalisation, zero padding outside each view."""
+        anchors on each view's own grid. ``images`` are normalised as the student's input;
+        the teacher gets its own normalisation (channel order, range, mean/std), zero padding
+        outside each view."""
         x = self._renormalize(images, recipes, student_prep)
         logits, _ = self.model(x.to(self.device))
         probs = torch.sigmoid(logits.float())
@@ -68,17 +69,13 @@ class Teacher:
         return probs, torch.stack(masks)
 
     def _teacher_prep(self, view_prep: Preprocessing) -> Preprocessing:
-        t = self.spec.preprocessing
-        return Preprocessing(min_size=view_prep.min_size, max_size=view_prep.max_size, mean=t.mean,
-                             std=t.std, size_divisibility=view_prep.size_divisibility)
+        return self.spec.preprocessing.with_sizes_of(view_prep)
 
     def _renormalize(self, images: torch.Tensor, recipes: list[dict], prep: Preprocessing) -> torch.Tensor:
         t = self.spec.preprocessing
-        if (t.mean, t.std) == (prep.mean, prep.std):
+        if t.same_normalization(prep):
             return images
-        s_mean, s_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (prep.mean, prep.std))
-        t_mean, t_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (t.mean, t.std))
-        out = ((images * s_std + s_mean) - t_mean) / t_std
+        out = renormalize(images, prep, t)
         for i, r in enumerate(recipes):
             h, w = r["resized_size"]
             out[i, :, h:, :] = 0

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sadpipe.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from sadpipe.data.coco import read_coco_json
-from sadpipe.data.transforms import Preprocessing
+from sadpipe.data.transforms import preprocessing_from_config
 from sadpipe.engine import streams
 from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
 from sadpipe.engine.progress import Progress
@@ -23,8 +23,9 @@ from sadpipe.engine.run_dir import RunDir
 from sadpipe.engine.schedule import learning_rate
 from sadpipe.engine.teacher import Teacher, check_teacher_compatible
 from sadpipe.errors import UserError
-from sadpipe.modeling.anchors import AnchorLayout
-from sadpipe.modeling.backbones import ARCHS, NORMS
+from sadpipe.modeling.anchors import ANCHOR_CONVENTIONS, AnchorLayout
+from sadpipe.modeling.backbones import ARCHS, NORMS, P6_INPUTS
+from sadpipe.modeling.boxes import BOX_CONVENTIONS
 from sadpipe.modeling.distill import adaptive_distillation_loss, mean_adaptive_weight
 from sadpipe.modeling.losses import detection_losses
 from sadpipe.modeling.targets import IGNORE, build_targets
@@ -35,19 +36,21 @@ LABELED, PSEUDO = "labeled", "pseudo"
 
 
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
-    m, i = cfg["model"], cfg["input"]
-    if m["arch"] not in ARCHS:
-        raise UserError(f"config: model.arch '{m['arch']}' is unknown (known: {', '.join(ARCHS)})")
+    m = cfg["model"]
+    for key, known in (("arch", ARCHS), ("norm", NORMS), ("p6_from", P6_INPUTS),
+                       ("anchor_convention", ANCHOR_CONVENTIONS), ("box_convention", BOX_CONVENTIONS)):
+        if m[key] not in known:
+            raise UserError(f"config: model.{key} '{m[key]}' is unknown (known: {', '.join(known)})")
+    if ARCHS[m["arch"]].family != "resnet" and (m["stride_in_1x1"] or m["p6_from"] != "p5"):
+        raise UserError(f"config: model.stride_in_1x1 and model.p6_from = \"c5\" exist for the "
+                        f"resnet bodies only, not for model.arch '{m['arch']}'")
     layout = AnchorLayout(strides=tuple(m["strides"]), size_factor=m["anchor_size_factor"],
                           scales_per_octave=m["scales_per_octave"],
-                          aspect_ratios=tuple(m["aspect_ratios"]))
-    prep = Preprocessing(min_size=i["min_size"], max_size=i["max_size"], mean=tuple(i["mean"]),
-                         std=tuple(i["std"]),
-                         size_divisibility=i["size_divisibility"] or layout.size_divisibility)
-    if m["norm"] not in NORMS:
-        raise UserError(f"config: model.norm '{m['norm']}' is unknown (known: {', '.join(NORMS)})")
+                          aspect_ratios=tuple(m["aspect_ratios"]), convention=m["anchor_convention"])
     return ModelSpec(arch=m["arch"], categories=tuple((c["id"], c["name"]) for c in categories),
-                     anchor_layout=layout, preprocessing=prep, norm=m["norm"])
+                     anchor_layout=layout, preprocessing=preprocessing_from_config(cfg),
+                     norm=m["norm"], stride_in_1x1=m["stride_in_1x1"], p6_from=m["p6_from"],
+                     box_convention=m["box_convention"])
 
 
 def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseudo_shards=None,
@@ -163,7 +166,7 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
     cls_logits, box_deltas = model(images)
     anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:])).to(device)
     labels, box_targets = build_targets(anchors, [{k: v.to(device) for k, v in t.items()}
-                                                  for t in batch["targets"]])
+                                                  for t in batch["targets"]], convention=spec.boxes)
     lc = cfg["loss"]
     losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=lc["focal_alpha"],
                               gamma=lc["focal_gamma"], beta=lc["smooth_l1_beta"])
@@ -318,4 +321,9 @@ def _load_init(model, spec: ModelSpec, path) -> None:
     if init.arch != spec.arch or init.num_classes != spec.num_classes:
         raise UserError(f"{path}: model.init is a {init.arch} with {init.num_classes} classes, "
                         f"the config trains a {spec.arch} with {spec.num_classes}")
+    theirs, ours = init.variant(), spec.variant()
+    for key, value in theirs.items():
+        if ours[key] != value:
+            raise UserError(f"{path}: model.init has {key} = {value!r}, the config {ours[key]!r}; "
+                            "its weights only mean something with its own setting")
     model.load_state_dict(payload["state_dict"])

@@ -4,14 +4,21 @@ Paper architectures (ResNet-50/101, ResNeXt-101 64x4d) use frozen batch norm and
 ImageNet weights from torchvision. The small ``toy_*`` architectures are RegNet-X bodies
 sized for a 2-core CPU, with ordinary batch norm; their "ImageNet" is classification on
 object crops of the embedded data (``sadpipe pretrain``, shipped in :mod:`sadpipe.zoo`).
+
+Two variants of the paper bodies exist, recorded in each checkpoint: torchvision's (stride
+on the 3×3 conv, frozen BN with eps 1e-5, P6 from P5) and Detectron's, the SAD release's
+(stride on the first 1×1 conv for the MSRA ResNets, AffineChannel = frozen BN with eps 0,
+P6 from C5).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
+
 import torch.nn as nn
 import torchvision
-from torchvision.models import regnet
+from torchvision.models import regnet, resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -22,9 +29,11 @@ class ArchSpec:
     """One backbone architecture: body builder, FPN width, and whether it is a paper model."""
 
     family: str                 # "resnet" (torchvision ResNet/ResNeXt) or "regnet"
-    body: str | None = None     # torchvision builder name for the "resnet" family
+    body: str | None = None     # "resnet": torchvision model whose ImageNet weights fit
     fpn_channels: int = 256
-    depths: tuple[int, ...] = ()   # "regnet": blocks per stage (4 stages, strides 4..32)
+    depths: tuple[int, ...] = ()   # blocks per stage (4 stages, strides 4..32)
+    groups: int = 1                # "resnet": bottleneck groups (ResNeXt: 64)
+    width_per_group: int = 64      # "resnet": bottleneck width per group (ResNeXt 64x4d: 4)
     widths: tuple[int, ...] = ()   # "regnet": channels per stage
     group_width: int = 8
     stem_width: int = 32
@@ -33,9 +42,10 @@ class ArchSpec:
 
 
 ARCHS: dict[str, ArchSpec] = {
-    "resnet50": ArchSpec("resnet", body="resnet50"),
-    "resnet101": ArchSpec("resnet", body="resnet101"),
-    "resnext101_64x4d": ArchSpec("resnet", body="resnext101_64x4d"),
+    "resnet50": ArchSpec("resnet", body="resnet50", depths=(3, 4, 6, 3)),
+    "resnet101": ArchSpec("resnet", body="resnet101", depths=(3, 4, 23, 3)),
+    "resnext101_64x4d": ArchSpec("resnet", body="resnext101_64x4d", depths=(3, 4, 23, 3),
+                                 groups=64, width_per_group=4),
     # Embedded default: a teacher and a clearly smaller student (about 4x fewer FLOPs).
     "toy_teacher": ArchSpec("regnet", fpn_channels=64, stem_width=24, depths=(1, 2, 4, 2),
                             widths=(32, 64, 128, 256), group_width=16, head_init="kaiming"),
@@ -44,36 +54,46 @@ ARCHS: dict[str, ArchSpec] = {
 }
 
 
-NORMS = ("bn", "gn", "frozen_bn")
+NORMS = ("bn", "gn", "frozen_bn", "affine")
+P6_INPUTS = ("p5", "c5")
 GN_GROUPS = 8
 
 
 def norm_layer(name: str):
     """Normalisation of the small bodies: batch norm (default), group norm (batch-size and
-    process-count independent, e.g. for exact DDP checks) or frozen batch norm."""
+    process-count independent, e.g. for exact DDP checks) or frozen batch norm; "affine" is
+    frozen batch norm with eps 0, Detectron's AffineChannel y = x·s + b (any body)."""
     if name == "bn":
         return nn.BatchNorm2d
     if name == "gn":
         return lambda channels: nn.GroupNorm(GN_GROUPS if channels % GN_GROUPS == 0 else 1, channels)
     if name == "frozen_bn":
         return misc_ops.FrozenBatchNorm2d
+    if name == "affine":
+        return partial(misc_ops.FrozenBatchNorm2d, eps=0.0)
     raise ValueError(f"norm must be one of {NORMS}, got {name!r}")
 
 
 def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int = 3,
-                   norm: str = "bn") -> nn.Module:
+                   norm: str = "bn", stride_in_1x1: bool = False, p6_from: str = "p5") -> nn.Module:
     """Body + FPN returning P3..P7 (``OrderedDict`` of 5 feature maps, equal channels).
 
     ``pretrained``: for the paper architectures, torchvision's ImageNet weights (downloads;
-    frozen batch norm always); for the small bodies, the toy-pretrained body of the model zoo
-    (:mod:`sadpipe.zoo`). ``norm`` applies to the small bodies."""
+    frozen batch norm, or "affine"); for the small bodies, the toy-pretrained body of the
+    model zoo (:mod:`sadpipe.zoo`). ``norm`` applies to the small bodies.
+    ``stride_in_1x1``: a "resnet" body strides its downsampling bottlenecks in the first
+    1×1 conv (MSRA/Detectron) instead of the 3×3. ``p6_from``: P6 is a 3×3/2 conv on P5
+    (torchvision) or on C5 (Detectron)."""
+    if p6_from not in P6_INPUTS:
+        raise ValueError(f"p6_from must be one of {P6_INPUTS}, got {p6_from!r}")
     spec = ARCHS[arch]
+    if spec.family != "resnet" and (stride_in_1x1 or p6_from != "p5"):
+        raise ValueError(f"{arch}: stride_in_1x1 and P6 from C5 exist for the resnet bodies only")
     if spec.family == "resnet":
-        weights = "DEFAULT" if pretrained else None
-        body = getattr(torchvision.models, spec.body)(weights=weights,
-                                                      norm_layer=misc_ops.FrozenBatchNorm2d)
+        body = _resnet_body(spec, norm, pretrained=pretrained, stride_in_1x1=stride_in_1x1)
+        p6_channels = body.fc.in_features if p6_from == "c5" else spec.fpn_channels
         return _resnet_fpn_extractor(body, trainable_layers, returned_layers=[2, 3, 4],
-                                     extra_blocks=LastLevelP6P7(spec.fpn_channels, spec.fpn_channels))
+                                     extra_blocks=LastLevelP6P7(p6_channels, spec.fpn_channels))
     body = build_body(arch, norm=norm)
     if pretrained:
         from sadpipe import zoo  # the zoo reads checkpoints; keep it out of plain model builds
@@ -84,6 +104,20 @@ def build_backbone(arch: str, *, pretrained: bool = False, trainable_layers: int
 
 
 RETURN_LAYERS = {"block2": "0", "block3": "1", "block4": "2"}  # C3, C4, C5 of a small body
+
+
+def _resnet_body(spec: ArchSpec, norm: str, *, pretrained: bool, stride_in_1x1: bool) -> resnet.ResNet:
+    norm = norm_layer("affine") if norm == "affine" else misc_ops.FrozenBatchNorm2d
+    body = resnet.ResNet(resnet.Bottleneck, list(spec.depths), groups=spec.groups,
+                         width_per_group=spec.width_per_group, norm_layer=norm)
+    if pretrained:
+        weights = torchvision.models.get_model_weights(spec.body).DEFAULT
+        body.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+    if stride_in_1x1:
+        for stage in (body.layer2, body.layer3, body.layer4):
+            first = stage[0]
+            first.conv1.stride, first.conv2.stride = first.conv2.stride, first.conv1.stride
+    return body
 
 
 def build_body(arch: str, *, norm: str = "bn") -> nn.Sequential:

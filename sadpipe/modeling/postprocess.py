@@ -1,10 +1,11 @@
-"""Turn dense outputs into detections (score ≥ 0.05, top 1000 per level, NMS 0.5, 100/image)."""
+"""Turn dense outputs into detections: per level the scores above the threshold (> 0.05), the
+top 1000; decode, clip, per-class NMS 0.5, the 100 best per image. Box arithmetic follows the
+model's box convention (:mod:`sadpipe.modeling.boxes`)."""
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from sadpipe.modeling.targets import box_coder
+from sadpipe.modeling.boxes import BoxConvention
 
 SCORE_THRESH = 0.05
 TOPK_PER_LEVEL = 1000
@@ -14,32 +15,43 @@ DETECTIONS_PER_IMAGE = 100
 
 def postprocess(cls_logits: torch.Tensor, box_deltas: torch.Tensor, anchors: torch.Tensor,
                 level_sizes: list[int], image_size: tuple[int, int], *,
-                score_thresh: float = SCORE_THRESH, topk: int = TOPK_PER_LEVEL,
-                nms_thresh: float = NMS_THRESH, max_dets: int = DETECTIONS_PER_IMAGE) -> dict:
+                score_thresh: float = SCORE_THRESH, last_level_score_thresh: float | None = None,
+                topk: int = TOPK_PER_LEVEL, nms_thresh: float = NMS_THRESH,
+                max_dets: int = DETECTIONS_PER_IMAGE,
+                convention: BoxConvention = BoxConvention(), box_scale: float = 1.0) -> dict:
     """Detections of ONE image.
 
     Args:
-        cls_logits: (HWA, C); box_deltas: (HWA, 4); anchors: (HWA, 4).
+        cls_logits: (HWA, C); box_deltas: (HWA, 4); anchors: (HWA, 4) in view pixels.
         level_sizes: anchors per level, summing to HWA.
-        image_size: (h, w) of the resized (unpadded) view, for clipping.
+        image_size: (h, w) of the frame the boxes are clipped to.
+        last_level_score_thresh: the coarsest level's threshold when it differs (Detectron
+            keeps every score > 0 on P7).
+        box_scale: decoded boxes are divided by it before clipping and NMS (1: they stay in
+            view pixels; the view's resize factor: they move to original pixels).
 
-    Returns dict of "boxes" (D, 4) xyxy view pixels, "scores" (D,), "labels" (D,) indices.
+    Returns dict of "boxes" (D, 4) xyxy in the clipping frame, "scores" (D,), "labels" (D,)
+    class indices, by decreasing score.
     """
-    coder = box_coder()
     num_classes = cls_logits.shape[-1]
+    thresholds = [score_thresh] * len(level_sizes)
+    if last_level_score_thresh is not None:
+        thresholds[-1] = last_level_score_thresh
     boxes, scores, labels = [], [], []
-    for logit, delta, anc in zip(cls_logits.split(level_sizes), box_deltas.split(level_sizes),
-                                 anchors.split(level_sizes)):
+    for logit, delta, anc, thresh in zip(cls_logits.split(level_sizes), box_deltas.split(level_sizes),
+                                         anchors.split(level_sizes), thresholds):
         prob = torch.sigmoid(logit).flatten()
-        keep = torch.nonzero(prob > score_thresh).squeeze(1)
+        keep = torch.nonzero(prob > thresh).squeeze(1)
         prob = prob[keep]
         prob, order = prob.topk(min(topk, prob.numel()))
         keep = keep[order]
         anchor_idx = keep // num_classes
-        decoded = coder.decode_single(delta[anchor_idx].float(), anc[anchor_idx])
-        boxes.append(clip_boxes_to_image(decoded, image_size))
+        decoded = convention.decode(delta[anchor_idx].float(), anc[anchor_idx])
+        if box_scale != 1.0:
+            decoded = decoded / box_scale
+        boxes.append(convention.clip(decoded, image_size))
         scores.append(prob)
         labels.append(keep % num_classes)
     boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
+    keep = convention.batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

@@ -24,14 +24,19 @@ class RetinaNet(nn.Module):
         num_classes: C, foreground classes (no background logit: sigmoid per class).
         anchor_layout: where the A anchors per location sit on each level.
         pretrained: load torchvision ImageNet weights into the body (downloads).
-        norm: "bn", "gn" or "frozen_bn" for the small bodies (paper bodies: frozen BN).
+        norm: "bn", "gn" or "frozen_bn" for the small bodies (paper bodies: frozen BN);
+            "affine": frozen BN with eps 0 (Detectron's AffineChannel).
+        stride_in_1x1, p6_from: body and FPN variant (see
+            :func:`sadpipe.modeling.backbones.build_backbone`).
     """
 
     def __init__(self, arch: str, num_classes: int, anchor_layout: AnchorLayout | None = None,
-                 *, pretrained: bool = False, norm: str = "bn"):
+                 *, pretrained: bool = False, norm: str = "bn", stride_in_1x1: bool = False,
+                 p6_from: str = "p5"):
         super().__init__()
         self.anchor_layout = anchor_layout or AnchorLayout()
-        self.backbone = build_backbone(arch, pretrained=pretrained, norm=norm)
+        self.backbone = build_backbone(arch, pretrained=pretrained, norm=norm,
+                                       stride_in_1x1=stride_in_1x1, p6_from=p6_from)
         head_norm = (lambda c: nn.GroupNorm(HEAD_GN_GROUPS, c)) if ARCHS[arch].head_norm else None
         self.head = RetinaNetHead(self.backbone.out_channels, self.anchor_layout.num_anchors,
                                   num_classes, norm_layer=head_norm)

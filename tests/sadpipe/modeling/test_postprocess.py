@@ -36,3 +36,19 @@ def test_max_detections_per_image():
                       max_dets=7)
     assert len(out["scores"]) == 7
     assert torch.all(out["scores"][:-1] >= out["scores"][1:])
+
+
+def test_last_level_threshold():
+    """Detectron keeps every P7 score > 0: a low score there survives, elsewhere it does not."""
+    logits, deltas = _dense(num_classes=1)
+    sizes = LAYOUT.level_sizes(PADDED)
+    low = float(torch.logit(torch.tensor(0.01)))
+    logits[0, 0] = low                      # P3
+    logits[sum(sizes[:4]), 0] = low         # first P7 anchor
+    anchors = LAYOUT.anchors(PADDED)
+    default = postprocess(logits, deltas, anchors, sizes, (128, 128))
+    quirk = postprocess(logits, deltas, anchors, sizes, (128, 128), last_level_score_thresh=0.0)
+    assert len(default["scores"]) == 0
+    # P7's own anchors (after NMS), led by the 0.01 one; P3's 0.01 stays below 0.05
+    assert torch.isclose(quirk["scores"][0], torch.tensor(0.01))
+    assert len(quirk["scores"]) <= sizes[4] and bool((quirk["boxes"][:, 2:] >= 32).all())

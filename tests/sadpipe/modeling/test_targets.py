@@ -1,6 +1,7 @@
 import torch
 
-from sadpipe.modeling.targets import BACKGROUND, IGNORE, box_coder, build_targets, match_anchors
+from sadpipe.modeling.boxes import box_coder
+from sadpipe.modeling.targets import BACKGROUND, IGNORE, build_targets, match_anchors
 
 ANCHORS = torch.tensor([
     [0, 0, 10, 10],      # IoU 1.0 with box A          → class 3

@@ -71,6 +71,22 @@ def test_coco_pipelines_follow_the_paper(name, tmp_path):
     assert arg(pipeline.stage("pseudo_label"), "--score-thresh") == "0.5"
 
 
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_release_teacher_fits_every_coco_model(name, tmp_path):
+    """The release's teacher, imported with `sadpipe import-detectron` and given as
+    data.teacher_checkpoint, shares its anchors and classes with every model trained here."""
+    from sadpipe.engine.teacher import check_teacher_compatible
+    from sadpipe.engine.trainer import model_spec_from_config
+    from sadpipe.modeling.detectron_import import detectron_spec
+
+    release = detectron_spec(PAPER[name][0])
+    categories = [{"id": c, "name": n} for c, n in release.categories]
+    pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
+    for stage_name in TRAIN_STAGES:
+        spec = model_spec_from_config(train_config(pipeline.stage(stage_name)), categories)
+        check_teacher_compatible(release, spec, source=stage_name)
+
+
 @pytest.mark.parametrize("name", ["toy_sad", *sorted(PAPER)])
 def test_wiring_between_stages(name, tmp_path):
     pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
