@@ -1,6 +1,8 @@
 """`sadpipe train`: train a RetinaNet (teacher, baseline or distilled student)."""
 import logging
 import os
+import shlex
+import sys
 
 import click
 
@@ -48,6 +50,7 @@ def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shar
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(config_path, overrides)
     run = train(cfg, out_dir, resume=resume, teacher_shards=teacher_shards,
-                pseudo_shards=pseudo_shards, teacher=teacher_ckpt)
+                pseudo_shards=pseudo_shards, teacher=teacher_ckpt,
+                command=shlex.join(["sadpipe", *sys.argv[1:]]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         click.echo(f"model: {run.final_model}")

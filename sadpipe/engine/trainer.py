@@ -13,8 +13,9 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sadpipe.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from sadpipe.checkpoint import ModelSpec, file_sha256, load_checkpoint, save_checkpoint
 from sadpipe.data.coco import read_coco_json
+from sadpipe.data.toy import PARAMS_KEY as TOY_PARAMS_KEY
 from sadpipe.data.transforms import preprocessing_from_config
 from sadpipe.engine import streams
 from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
@@ -54,7 +55,7 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
 
 
 def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseudo_shards=None,
-          teacher=None) -> RunDir:
+          teacher=None, command: str = "") -> RunDir:
     # ---- set-up: device, processes, model spec, batch sources, run folder, model, optimizer
     device = resolve_device(cfg["train"]["device"])
     dist = init_distributed(device)
@@ -89,7 +90,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     if cfg["model"]["init"]:
         _load_init(model, spec, cfg["model"]["init"])
     optimizer = build_optimizer(model, solver)
-    start_iter = _resume(run, model, optimizer) if resume else 0
+    start_iter, wall_time = _resume(run, model, optimizer) if resume else (0, 0.0)
     if dist.enabled:
         model = DistributedDataParallel(model)
     batch_iters = {name: _open_stream(name, sources[name], spec, cfg, dist,
@@ -100,6 +101,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     max_iter = solver["max_iter"]
     progress = Progress(total=max_iter, start=start_iter, enabled=dist.is_main)
     meter = _Meter()
+    t_loop = time.perf_counter() - wall_time  # wall time counts across resumes
     for iteration in range(start_iter, max_iter):
         t0 = time.perf_counter()
         batch = next(batch_iters[pattern[iteration % len(pattern)]])
@@ -133,11 +135,14 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
             progress.log(done, record)
         progress.update(done, float(loss.detach()))
         if dist.is_main and done % cfg["train"]["checkpoint_period"] == 0 and done < max_iter:
-            _save_training_checkpoint(run, spec, model, optimizer, done, cfg)
+            _save_training_checkpoint(run, spec, model, optimizer, done, cfg,
+                                      wall_time=time.perf_counter() - t_loop)
     progress.close()
 
     if dist.is_main:
-        save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg)
+        provenance = run_provenance(cfg, sources, command=command, iterations=max_iter,
+                                    wall_time=time.perf_counter() - t_loop, dist=dist)
+        save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg, provenance=provenance)
         log.info("wrote %s", run.final_model)
     return run
 
@@ -286,24 +291,59 @@ def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _save_training_checkpoint(run: RunDir, spec, model, optimizer, iteration: int, cfg: dict):
+def _save_training_checkpoint(run: RunDir, spec, model, optimizer, iteration: int, cfg: dict, *,
+                              wall_time: float):
     save_checkpoint(run.checkpoint_path(iteration), spec, _unwrap(model), config=cfg,
-                    training={"iteration": iteration, "optimizer": optimizer.state_dict()})
+                    training={"iteration": iteration, "optimizer": optimizer.state_dict(),
+                              "wall_time_s": wall_time})
     run.prune_checkpoints(cfg["train"]["keep_checkpoints"])
 
 
-def _resume(run: RunDir, model, optimizer) -> int:
-    """Load the newest checkpoint; returns the iteration to continue from (0 if none)."""
+def _resume(run: RunDir, model, optimizer) -> tuple[int, float]:
+    """Load the newest checkpoint; returns the iteration to continue from and the wall time
+    spent up to it ((0, 0.0) if none)."""
     checkpoints = run.checkpoints()
     if not checkpoints:
-        return 0
+        return 0, 0.0
     payload = load_checkpoint(checkpoints[-1])
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["training"]["optimizer"])
     iteration = int(payload["training"]["iteration"])
     run.truncate_metrics(iteration)
     log.info("resumed from %s at iteration %d", checkpoints[-1], iteration)
-    return iteration
+    return iteration, float(payload["training"].get("wall_time_s", 0.0))
+
+
+def run_provenance(cfg: dict, sources: dict, *, command: str, iterations: int, wall_time: float,
+                   dist: DistInfo) -> dict:
+    """How a trained model was made (stored in ``model_final.pt`` beside its ``config``): the
+    command, iterations, wall time (summed over resumes), the data of each batch source, and
+    the files the weights started from, with their sha256."""
+    data = {}
+    for name, source in sources.items():
+        if source[0] == "coco":
+            data[name] = dataset_provenance(source[1])
+        else:
+            data[name] = {"shards": str(source[1]), "manifest_sha256": file_sha256(
+                f"{source[1]}/manifest.json")}
+    started_from = {key: {"path": str(cfg["model"][key]), "sha256": file_sha256(cfg["model"][key])}
+                    for key in ("body_weights", "init") if cfg["model"][key]}
+    return {"command": command, "iterations": iterations, "wall_time_s": round(wall_time, 1),
+            "images_per_s": round(iterations * cfg["solver"]["images_per_batch"] / max(wall_time, 1e-9), 2),
+            "data": data, "started_from": started_from, "processes": dist.world_size,
+            "threads": torch.get_num_threads(), "torch_version": str(torch.__version__)}
+
+
+def dataset_provenance(annotations) -> dict:
+    """A COCO file's path, sha256 and size; for `sadpipe toy-data` output also how it was
+    generated (generator version, seed, image counts)."""
+    dataset = read_coco_json(annotations)
+    out = {"annotations": str(annotations), "sha256": file_sha256(annotations),
+           "images": len(dataset["images"]), "boxes": len(dataset["annotations"])}
+    generator = (dataset.get("info") or {}).get(TOY_PARAMS_KEY)
+    if generator is not None:
+        out["generator"] = generator
+    return out
 
 
 def _load_body_weights(model, spec: ModelSpec, path) -> None:

@@ -1,4 +1,5 @@
 """`sadpipe train` end to end on tiny data: outputs, resume after SIGKILL, refusals."""
+import hashlib
 import json
 import os
 import signal
@@ -42,6 +43,12 @@ def test_train_writes_run_folder(tiny_coco, tmp_path):
     assert (out / "model_final.pt").exists() and (out / "config.toml").exists()
     payload = torch.load(out / "model_final.pt", weights_only=True)
     assert payload["model"]["categories"] == [{"id": 2, "name": "square"}, {"id": 5, "name": "disc"}]
+    provenance = payload["provenance"]
+    assert provenance["iterations"] == 6 and provenance["wall_time_s"] > 0
+    assert provenance["data"]["labeled"]["annotations"] == str(ann)
+    assert provenance["data"]["labeled"]["sha256"] == hashlib.sha256(ann.read_bytes()).hexdigest()
+    assert provenance["data"]["labeled"]["images"] == 8 and "generator" not in provenance["data"]["labeled"]
+    assert provenance["started_from"] == {}
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_coco, tmp_path):
