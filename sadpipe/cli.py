@@ -11,6 +11,7 @@ COMMANDS = (
     ("pretrain", "pretrain"),
     ("train", "train"),
     ("eval", "evaluate"),
+    ("publish", "publish"),
     ("import-torchvision", "import_torchvision"),
     ("import-detectron", "import_detectron"),
     ("export-detectron", "export_detectron"),

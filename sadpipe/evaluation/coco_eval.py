@@ -67,12 +67,7 @@ def evaluate_detections(annotations, detections, out_dir, *, quiet=False,
                      annotations=annotations)
     check_out_dir(out_dir)
     coco_eval = run_cocoeval(gt_data, detections, annotations=annotations)
-    metrics = {
-        "bbox": dict(zip(STAT_NAMES, map(_defined, coco_eval.stats))),
-        "per_class_AP": per_class_ap(coco_eval, gt_data["categories"]),
-        "num_images": len(gt_data["images"]),
-        "num_detections": len(detections),
-    }
+    metrics = summarize(coco_eval, gt_data, detections)
     pr = pr_curve(coco_eval)
     out_dir = Path(out_dir)
     write_json(out_dir / "pr_curve.json", pr)
@@ -81,6 +76,17 @@ def evaluate_detections(annotations, detections, out_dir, *, quiet=False,
     if not quiet:
         click.echo(format_metrics(metrics))
     return metrics
+
+
+def summarize(coco_eval: COCOeval, gt_data: dict, detections: list) -> dict:
+    """The metrics dict of ``metrics.json``: COCO stats as fractions (None where undefined),
+    per-class AP, image and detection counts."""
+    return {
+        "bbox": dict(zip(STAT_NAMES, map(_defined, coco_eval.stats))),
+        "per_class_AP": per_class_ap(coco_eval, gt_data["categories"]),
+        "num_images": len(gt_data["images"]),
+        "num_detections": len(detections),
+    }
 
 
 def read_detections(path) -> list:
