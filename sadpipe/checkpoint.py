@@ -1,6 +1,11 @@
 """Self-describing checkpoints: one file rebuilds the model, its classes and its input
 pipeline. Only tensors and plain containers are stored, so ``torch.load(weights_only=True)``
-reads it and nothing in it can execute code."""
+reads it and nothing in it can execute code.
+
+Classes follow :mod:`sadpipe.data.categories` (class c = the (c+1)-th category id in
+increasing order). sadpipe writes them in that order; a file that lists them in another
+order (made by hand or by another tool) is put in that order as it is read, class layer
+included, so it predicts exactly what it predicted before."""
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +14,13 @@ from pathlib import Path
 
 import torch
 
+from sadpipe.data.categories import Category, as_dicts, class_permutation, in_class_order
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.errors import UserError
 from sadpipe.fileio import atomic_path
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
-from sadpipe.modeling.retinanet import RetinaNet
+from sadpipe.modeling.retinanet import RetinaNet, select_classes
 
 FORMAT = "sadpipe-checkpoint"
 VERSION = 1
@@ -25,10 +31,16 @@ class ModelSpec:
     """Everything needed to rebuild a detector and feed it."""
 
     arch: str
-    categories: tuple[tuple[int, str], ...]   # (COCO category id, name), model class order
+    categories: tuple[Category, ...]   # (COCO category id, name) of class 0, 1, ...: by id
     anchor_layout: AnchorLayout
     preprocessing: Preprocessing
     norm: str = "bn"
+
+    def __post_init__(self):
+        if not in_class_order(self.categories):
+            raise ValueError("ModelSpec.categories must be in class-index order (increasing "
+                             "ids, sadpipe.data.categories.class_order); got ids "
+                             f"{[cid for cid, _ in self.categories]}")
 
     @property
     def num_classes(self) -> int:
@@ -44,7 +56,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "num_classes": self.num_classes,
-                "categories": [{"id": c, "name": n} for c, n in self.categories],
+                "categories": as_dicts(self.categories),
                 "anchor_layout": self.anchor_layout.to_dict(),
                 "preprocessing": self.preprocessing.to_dict(), "norm": self.norm}
 
@@ -84,7 +96,21 @@ def load_checkpoint(path) -> dict:
     arch = payload["model"].get("arch")
     if arch not in ARCHS:
         raise UserError(f"{path}: model.arch '{arch}' is unknown (known: {', '.join(ARCHS)})")
-    return payload
+    return in_class_index_order(payload)
+
+
+def in_class_index_order(payload: dict) -> dict:
+    """``payload`` with its categories, and its class layer's channels, in class-index order
+    (unchanged when they already are). Training state (optimizer) is left as it is."""
+    model = payload["model"]
+    stored = [(int(c["id"]), str(c["name"])) for c in model["categories"]]
+    perm = class_permutation(stored)
+    if perm == list(range(len(stored))):
+        return payload
+    num_anchors = AnchorLayout.from_dict(model["anchor_layout"]).num_anchors
+    state = select_classes(payload["state_dict"], perm, num_anchors=num_anchors,
+                           num_classes=len(stored))
+    return {**payload, "model": {**model, "categories": as_dicts(stored)}, "state_dict": state}
 
 
 def load_model(path, *, device="cpu") -> tuple[RetinaNet, ModelSpec]:

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from sadpipe.data.categories import as_dicts, class_order
 from sadpipe.errors import UserError
 
 # COCO has boxes that poke out of their image by a fraction of a pixel; accept up to this.
@@ -106,8 +107,9 @@ class CocoDataset:
         require_annotations: False accepts image-info-only files (unlabeled images).
 
     Attributes:
-        categories: ``[{"id": int, "name": str}]`` sorted by id.
-        category_ids: the category ids, sorted.
+        categories: ``[{"id": int, "name": str}]`` in class-index order (by id, whatever the
+            file's order; :mod:`sadpipe.data.categories`).
+        category_ids: the category ids in that order.
         records: one record per image sorted by image id, images without boxes included.
     """
 
@@ -117,8 +119,7 @@ class CocoDataset:
         data = read_coco_json(self.annotations_path, require_annotations=require_annotations)
         if not self.images_dir.is_dir():
             raise UserError(f"{self.images_dir}: images folder not found")
-        self.categories = [{"id": c["id"], "name": c["name"]}
-                           for c in sorted(data["categories"], key=lambda c: c["id"])]
+        self.categories = as_dicts(class_order(data["categories"]))
         self.category_ids = [c["id"] for c in self.categories]
         self.records = _build_records(data["images"], data["annotations"])
 

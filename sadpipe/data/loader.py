@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sadpipe.data.categories import class_index_of
 from sadpipe.data.coco import CocoDataset, ImageError
 from sadpipe.data.transforms import Preprocessing, make_recipe, make_view, pad_batch, transform_boxes
 
@@ -62,7 +63,7 @@ class TrainDataset(torch.utils.data.Dataset):
                  train_min_sizes: list[int], flip: bool = True, strict: bool = False):
         self.coco = coco
         self.records = [r for r in coco.records if len(r.boxes)]
-        self.class_of = {cid: i for i, cid in enumerate(category_ids)}
+        self.class_of = class_index_of(category_ids)
         self.prep, self.train_min_sizes, self.flip, self.strict = prep, train_min_sizes, flip, strict
 
     def __len__(self):

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import shards
+from sadpipe.data.categories import as_dicts, class_index_of
 from sadpipe.data.transforms import make_recipe, make_view, pad_batch, transform_boxes
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.errors import UserError
@@ -44,7 +45,7 @@ def expected_header(spec, cfg: dict) -> dict:
     """The shard header fields that must equal the student's own settings."""
     prep = spec.preprocessing
     views = ["orig", "hflip"] if cfg["input"]["flip"] else ["orig"]
-    return {"categories": [{"id": c, "name": n} for c, n in spec.categories],
+    return {"categories": as_dicts(spec.categories),
             "anchor_layout": spec.anchor_layout.to_dict(),
             "preprocessing": {"min_size": cfg["input"]["train_min_sizes"][0],
                               "max_size": prep.max_size, "mean": list(prep.mean),
@@ -98,7 +99,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         self.shard_dir, self.manifest, self.spec = str(shard_dir), manifest, spec
         self.per_rank = cfg["solver"]["images_per_batch"] // dist.world_size
         self.flip, self.min_size = cfg["input"]["flip"], cfg["input"]["train_min_sizes"][0]
-        self.class_of = {cid: i for i, cid in enumerate(spec.category_ids)}
+        self.class_of = class_index_of(spec.category_ids)
         self.dist, self.start_batch, self.seed = dist, start_batch, seed
 
     def __iter__(self):

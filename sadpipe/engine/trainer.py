@@ -14,6 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sadpipe.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from sadpipe.data.categories import class_order
 from sadpipe.data.coco import read_coco_json
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.engine import streams
@@ -35,6 +36,7 @@ LABELED, PSEUDO = "labeled", "pseudo"
 
 
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
+    """The spec of the model ``cfg`` trains; ``categories`` (``[{"id", "name"}]``) in any order."""
     m, i = cfg["model"], cfg["input"]
     if m["arch"] not in ARCHS:
         raise UserError(f"config: model.arch '{m['arch']}' is unknown (known: {', '.join(ARCHS)})")
@@ -45,7 +47,7 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
                          std=tuple(i["std"]), size_divisibility=layout.size_divisibility)
     if m["norm"] not in NORMS:
         raise UserError(f"config: model.norm '{m['norm']}' is unknown (known: {', '.join(NORMS)})")
-    return ModelSpec(arch=m["arch"], categories=tuple((c["id"], c["name"]) for c in categories),
+    return ModelSpec(arch=m["arch"], categories=class_order(categories),
                      anchor_layout=layout, preprocessing=prep, norm=m["norm"])
 
 

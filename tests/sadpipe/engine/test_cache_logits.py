@@ -29,7 +29,7 @@ from sadpipe.data.transforms import Preprocessing, make_recipe
 from sadpipe.engine.cache_logits import sample_key
 from sadpipe.engine.teacher import Teacher
 from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
-                                    write_tiny_coco)
+                                    with_categories_reversed, write_tiny_coco)
 from tests.shards import adl_reference
 
 REPO = Path(__file__).resolve().parents[3]
@@ -374,6 +374,23 @@ def test_annotations_with_other_categories_are_refused(teacher, coco, tmp_path):
     assert_one_line_error(run_cli(*cache_args(teacher, other, images, out)),
                           f"{other}: categories", "differ from the teacher's")
     assert not out.exists()
+
+
+def test_category_listing_order_of_the_annotations_does_not_matter(cached, teacher, coco,
+                                                                  student_config, tmp_path):
+    """Annotations listing the categories in another order give the same samples (targets
+    hold category ids, scores follow the teacher's classes) and the same header, categories
+    in class-index order; only the annotations' digest differs."""
+    ann, images = coco
+    out = tmp_path / "shards"
+    result = run_cli(*cache_args(teacher, with_categories_reversed(ann, tmp_path / "r.json"),
+                                 images, out, "--student-config", student_config,
+                                 "--shard-size", 2, "--batch-size", 2))
+    assert result.exit_code == 0, result.output
+    assert samples_by_key(out) == samples_by_key(cached)
+    header, reference = shards.read_manifest(out)["header"], shards.read_manifest(cached)["header"]
+    assert header.pop("annotations_sha256") != reference.pop("annotations_sha256")
+    assert header == reference and header["categories"] == CATEGORIES
 
 
 def test_unreadable_image_is_skipped_and_listed(teacher, tmp_path):
