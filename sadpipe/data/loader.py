@@ -56,7 +56,8 @@ class TrainDataset(torch.utils.data.Dataset):
     """One randomly scaled / flipped view per (index, seed) item.
 
     Returns dict: "image" (3, h, w) normalised, "boxes" (K, 4) xyxy view pixels, "labels" (K,)
-    class indices, "image_id", "recipe"; or None for an unreadable image when not strict.
+    class indices, "crowd_boxes" (M, 4) xyxy view pixels, "image_id", "recipe"; or None for
+    an unreadable image when not strict. Images without (non-crowd) boxes are left out.
     """
 
     def __init__(self, coco: CocoDataset, category_ids: list[int], prep: Preprocessing, *,
@@ -87,7 +88,16 @@ class TrainDataset(torch.utils.data.Dataset):
         return {"image": make_view(image, recipe, self.prep),
                 "boxes": torch.from_numpy(transform_boxes(record.boxes, recipe)),
                 "labels": torch.tensor(labels, dtype=torch.int64),
+                "crowd_boxes": torch.from_numpy(transform_boxes(record.crowd_boxes, recipe)),
                 "image_id": record.image_id, "recipe": recipe}
+
+
+TARGET_KEYS = ("boxes", "labels", "crowd_boxes")
+
+
+def target_of(sample: dict) -> dict:
+    """The matching targets of one view: "boxes" (K, 4), "labels" (K,), "crowd_boxes" (M, 4)."""
+    return {key: sample[key] for key in TARGET_KEYS}
 
 
 def collate(samples: list, size_divisibility: int) -> dict:
@@ -95,7 +105,7 @@ def collate(samples: list, size_divisibility: int) -> dict:
     skipped = sum(s is None for s in samples)
     samples = [s for s in samples if s is not None]
     return {"images": pad_batch([s["image"] for s in samples], size_divisibility) if samples else None,
-            "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+            "targets": [target_of(s) for s in samples],
             "image_ids": [s["image_id"] for s in samples],
             "recipes": [s["recipe"] for s in samples],
             "skipped": skipped}

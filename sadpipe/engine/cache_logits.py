@@ -160,7 +160,8 @@ def _teacher_group(group, dataset: CocoDataset, teacher: Teacher, prep: Preproce
         image_bytes, ext = _image_bytes(path, image)
         target = {"image_id": record.image_id, "file_name": record.file_name,
                   "width": record.width, "height": record.height,
-                  "boxes": record.boxes.tolist(), "category_ids": record.category_ids.tolist()}
+                  "boxes": record.boxes.tolist(), "category_ids": record.category_ids.tolist(),
+                  "crowd_boxes": record.crowd_boxes.tolist()}
         if record.scores is not None:
             target["scores"] = record.scores.tolist()
         yield record, dict(image_bytes=image_bytes, image_ext=ext, target=target, views=views)

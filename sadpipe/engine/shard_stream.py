@@ -20,6 +20,7 @@ from PIL import Image
 
 import shards
 from sadpipe.data.categories import as_dicts, class_index_of
+from sadpipe.data.loader import target_of
 from sadpipe.data.transforms import make_recipe, make_view, pad_batch, transform_boxes
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.errors import UserError
@@ -153,10 +154,13 @@ class ShardBatches(torch.utils.data.IterableDataset):
         probs = torch.from_numpy(shards.decode_view(raw, name))
         target = raw["target"]
         boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+        # shards made before crowd regions were cached have none
+        crowd = np.asarray(target.get("crowd_boxes", []), dtype=np.float32).reshape(-1, 4)
         return {"image": make_view(image, recipe, self.spec.preprocessing),
                 "boxes": torch.from_numpy(transform_boxes(boxes, recipe)),
                 "labels": torch.tensor([self.class_of[c] for c in target["category_ids"]],
                                        dtype=torch.int64),
+                "crowd_boxes": torch.from_numpy(transform_boxes(crowd, recipe)),
                 "image_id": target["image_id"], "recipe": recipe, "probs": probs,
                 "normalizer": float(view["normalizer"])}
 
@@ -167,7 +171,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         placed = [to_batch_layout(s["probs"], layout, tuple(s["recipe"]["padded_size"]), batch_hw)
                   for s in samples]
         return {"images": images,
-                "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+                "targets": [target_of(s) for s in samples],
                 "image_ids": [s["image_id"] for s in samples],
                 "recipes": [s["recipe"] for s in samples], "skipped": 0,
                 "teacher_probs": torch.stack([p for p, _ in placed]),

@@ -2,9 +2,9 @@
 
 Every stream is deterministic given (seed, number of batches already drawn), so a resumed
 run continues each stream exactly where it stopped. A stream yields batch dicts:
-"images" (N, 3, H, W), "targets" [{"boxes", "labels"}], "recipes", "image_ids", "skipped",
-and for shard streams also "teacher_probs" (N, HWA, C), "teacher_mask" (N, HWA) and
-"normalizer" (Σ q^θ of the batch's views, exact from the cache).
+"images" (N, 3, H, W), "targets" [{"boxes", "labels", "crowd_boxes"}], "recipes",
+"image_ids", "skipped", and for shard streams also "teacher_probs" (N, HWA, C),
+"teacher_mask" (N, HWA) and "normalizer" (Σ q^θ of the batch's views, exact from the cache).
 """
 from __future__ import annotations
 

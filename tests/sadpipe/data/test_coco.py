@@ -47,13 +47,17 @@ def test_records(tmp_path):
     assert [r.image_id for r in dataset.records] == [2, 5, 7]
     two, five, seven = dataset.records
 
-    assert two == ImageRecord(2, "two.png", 20, 20, two.boxes, two.category_ids, None)
+    assert two == ImageRecord(2, "two.png", 20, 20, two.boxes, two.category_ids, None,
+                              two.crowd_boxes)
     np.testing.assert_array_equal(two.boxes, [[3.5, 4.25, 9.5, 6.25]])
     assert five.boxes.shape == (0, 4) and five.category_ids.shape == (0,)
-    # crowd box left out; the box 0.5 px outside the image is clipped to it
+    assert two.crowd_boxes.shape == five.crowd_boxes.shape == (0, 4)
+    # the crowd box is a region apart; the box 0.5 px outside the image is clipped to it
     np.testing.assert_array_equal(seven.boxes, [[1, 2, 11, 7], [0, 20, 10, 30]])
     np.testing.assert_array_equal(seven.category_ids, [9, 4])
-    assert seven.boxes.dtype == np.float32 and seven.category_ids.dtype == np.int64
+    np.testing.assert_array_equal(seven.crowd_boxes, [[0, 0, 40, 30]])
+    assert seven.boxes.dtype == seven.crowd_boxes.dtype == np.float32
+    assert seven.category_ids.dtype == np.int64
     assert seven.scores is None
     assert dataset.image_path(seven) == tmp_path / "sub" / "seven.png"
 
