@@ -146,7 +146,10 @@ class CocoDataset:
 
 
 def open_image(path) -> Image.Image:
-    """Decode the image at ``path`` as RGB; ``ImageError`` if it is missing or undecodable."""
+    """Decode the image at ``path`` as 8-bit RGB: grayscale (``L``) is copied to the three
+    channels, an alpha channel (``RGBA``, ``LA``) is dropped, palette and CMYK images are
+    converted. ``ImageError`` if it is missing, undecodable, or has more than 8 bits per
+    channel (16-bit or float pixels would be clipped to white, not scaled)."""
     path = Path(path)
     try:
         handle = open(path, "rb")
@@ -157,9 +160,17 @@ def open_image(path) -> Image.Image:
     with handle:
         try:
             with Image.open(handle) as image:
+                if _is_wide(image.mode):
+                    raise ImageError(f"{path}: {image.mode} image (16-bit or float pixels); "
+                                     "convert it to 8-bit RGB or grayscale")
                 return image.convert("RGB")  # convert() decodes every pixel
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             raise ImageError(f"{path}: cannot decode image") from None
+
+
+def _is_wide(mode: str) -> bool:
+    """Pillow modes with more than 8 bits per channel: I, F, I;16, I;16B, ..."""
+    return mode in ("I", "F") or mode.startswith("I;")
 
 
 # ---------------------------------------------------------------------------- validation
