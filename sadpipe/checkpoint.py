@@ -96,14 +96,18 @@ def load_checkpoint(path) -> dict:
     arch = payload["model"].get("arch")
     if arch not in ARCHS:
         raise UserError(f"{path}: model.arch '{arch}' is unknown (known: {', '.join(ARCHS)})")
-    return in_class_index_order(payload)
+    return in_class_index_order(payload, path)
 
 
-def in_class_index_order(payload: dict) -> dict:
+def in_class_index_order(payload: dict, path) -> dict:
     """``payload`` with its categories, and its class layer's channels, in class-index order
     (unchanged when they already are). Training state (optimizer) is left as it is."""
     model = payload["model"]
     stored = [(int(c["id"]), str(c["name"])) for c in model["categories"]]
+    ids = [cid for cid, _ in stored]
+    if len(set(ids)) != len(ids):
+        twice = next(cid for cid in ids if ids.count(cid) > 1)
+        raise UserError(f"{path}: model.categories: id {twice} is used twice")
     perm = class_permutation(stored)
     if perm == list(range(len(stored))):
         return payload

@@ -5,6 +5,7 @@ import torch
 
 from sadpipe.checkpoint import ModelSpec, load_checkpoint, load_model
 from sadpipe.data.transforms import Preprocessing
+from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
 from tests.sadpipe.conftest import make_tiny_checkpoint
 
@@ -44,6 +45,15 @@ def test_checkpoint_in_another_order_predicts_the_same(tmp_path):
     assert torch.equal(cls_a, cls_b) and torch.equal(box_a, box_b)
     a, b = load_checkpoint(ours)["state_dict"], load_checkpoint(theirs)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_with_a_category_twice_is_refused(tmp_path):
+    path = make_tiny_checkpoint(tmp_path / "m.pt", categories=CATEGORIES)
+    payload = torch.load(path, weights_only=True)
+    payload["model"]["categories"][2]["id"] = 42
+    torch.save(payload, path)
+    with pytest.raises(UserError, match=f"{path}: model.categories: id 42 is used twice"):
+        load_model(path)
 
 
 def test_model_spec_holds_classes_in_class_order():
