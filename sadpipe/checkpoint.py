@@ -1,6 +1,11 @@
 """Self-describing checkpoints: one file rebuilds the model, its classes and its input
 pipeline. Only tensors and plain containers are stored, so ``torch.load(weights_only=True)``
-reads it and nothing in it can execute code."""
+reads it and nothing in it can execute code.
+
+Classes follow :mod:`sadpipe.data.categories` (class c = the (c+1)-th category id in
+increasing order). sadpipe writes them in that order; a file that lists them in another
+order (made by hand or by another tool) is put in that order as it is read, class layer
+included, so it predicts exactly what it predicted before."""
 from __future__ import annotations
 
 import hashlib
@@ -9,13 +14,14 @@ from pathlib import Path
 
 import torch
 
+from sadpipe.data.categories import Category, as_dicts, class_permutation, in_class_order
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.errors import UserError
 from sadpipe.fileio import atomic_path
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
 from sadpipe.modeling.boxes import BoxConvention
-from sadpipe.modeling.retinanet import RetinaNet
+from sadpipe.modeling.retinanet import RetinaNet, select_classes
 from sadpipe.serialization import plain_dict
 
 FORMAT = "sadpipe-checkpoint"
@@ -32,7 +38,7 @@ class ModelSpec:
     """
 
     arch: str
-    categories: tuple[tuple[int, str], ...]   # (COCO category id, name), model class order
+    categories: tuple[Category, ...]   # (COCO category id, name) of class 0, 1, ...: by id
     anchor_layout: AnchorLayout
     preprocessing: Preprocessing
     norm: str = "bn"
@@ -40,6 +46,12 @@ class ModelSpec:
     p6_from: str = "p5"                         # "p5" | "c5"
     box_convention: str = "torchvision"         # see sadpipe.modeling.boxes
     last_level_score_thresh: float | None = None   # Detectron: 0 on P7 (else score_thresh)
+
+    def __post_init__(self):
+        if not in_class_order(self.categories):
+            raise ValueError("ModelSpec.categories must be in class-index order (increasing "
+                             "ids, sadpipe.data.categories.class_order); got ids "
+                             f"{[cid for cid, _ in self.categories]}")
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +85,7 @@ class ModelSpec:
     def to_dict(self) -> dict:
         variant = plain_dict(self, optional=VARIANT_FIELDS)
         return {"arch": self.arch, "num_classes": self.num_classes,
-                "categories": [{"id": c, "name": n} for c, n in self.categories],
+                "categories": as_dicts(self.categories),
                 "anchor_layout": self.anchor_layout.to_dict(),
                 "preprocessing": self.preprocessing.to_dict(), "norm": self.norm,
                 **{k: variant[k] for k in VARIANT_FIELDS if k in variant}}
@@ -121,7 +133,25 @@ def load_checkpoint(path) -> dict:
     arch = payload["model"].get("arch")
     if arch not in ARCHS:
         raise UserError(f"{path}: model.arch '{arch}' is unknown (known: {', '.join(ARCHS)})")
-    return payload
+    return in_class_index_order(payload, path)
+
+
+def in_class_index_order(payload: dict, path) -> dict:
+    """``payload`` with its categories, and its class layer's channels, in class-index order
+    (unchanged when they already are). Training state (optimizer) is left as it is."""
+    model = payload["model"]
+    stored = [(int(c["id"]), str(c["name"])) for c in model["categories"]]
+    ids = [cid for cid, _ in stored]
+    if len(set(ids)) != len(ids):
+        twice = next(cid for cid in ids if ids.count(cid) > 1)
+        raise UserError(f"{path}: model.categories: id {twice} is used twice")
+    perm = class_permutation(stored)
+    if perm == list(range(len(stored))):
+        return payload
+    num_anchors = AnchorLayout.from_dict(model["anchor_layout"]).num_anchors
+    state = select_classes(payload["state_dict"], perm, num_anchors=num_anchors,
+                           num_classes=len(stored))
+    return {**payload, "model": {**model, "categories": as_dicts(stored)}, "state_dict": state}
 
 
 def load_model(path, *, device="cpu") -> tuple[RetinaNet, ModelSpec]:

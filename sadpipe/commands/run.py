@@ -8,6 +8,7 @@ HELP = """Run the stages of a PIPELINE file, in order, in a work folder.
 \b
 PIPELINE is a pipeline file (TOML) or the name of a shipped one:
   toy_sad             the embedded default (what `sadpipe demo` runs)
+  custom_sad          the same chain on your own COCO-format data (set data.root)
   coco_r50_from_r101  COCO 2017, R-50 student, R-101 teacher, 8 GPUs
   coco_r101_from_x101 COCO 2017, R-101 student, X-101-64x4d teacher, 8 GPUs
 
@@ -30,6 +31,7 @@ per model, teacher-cache size per view, wall time per stage) and pr_curves.png.
 Examples:
   sadpipe run toy_sad --workdir work/toy
   sadpipe run toy_sad --set data.num_unlabeled=500 --set vars.teacher_iters=300
+  sadpipe run custom_sad --workdir work/mine --set data.root=path/to/mydata
   sadpipe run coco_r50_from_r101 --set data.root=/datasets/coco \\
       --set data.teacher_checkpoint=teacher_r101.pt     # skips teacher training
   sadpipe run toy_sad --from student_sad               # retrain the distilled student

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 
+from sadpipe.data.categories import as_dicts, class_order
 from sadpipe.errors import UserError
 
 # COCO has boxes that poke out of their image by a fraction of a pixel; accept up to this.
@@ -29,16 +30,19 @@ class ImageError(UserError):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of a COCO-format file and its non-crowd boxes.
+    """One image of a COCO-format file: its object boxes and its crowd regions.
 
     Attributes:
         image_id: the COCO image id.
         file_name: path of the image relative to the images folder.
         width, height: image size in pixels, as the json says.
-        boxes: (K, 4) float32, xyxy in absolute pixels, clipped to the image.
+        boxes: (K, 4) float32, xyxy in absolute pixels, clipped to the image; the
+            annotations with ``iscrowd`` 0.
         category_ids: (K,) int64, COCO category ids (not contiguous class indices).
         scores: (K,) float32 when the file has a ``score`` per annotation (pseudo-labels),
             else None.
+        crowd_boxes: (M, 4) float32, xyxy, clipped: the ``iscrowd`` 1 annotations, regions
+            training ignores (:func:`sadpipe.modeling.targets.match_anchors`).
     """
 
     image_id: int
@@ -48,6 +52,7 @@ class ImageRecord:
     boxes: np.ndarray
     category_ids: np.ndarray
     scores: np.ndarray | None = None
+    crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 def load_json_file(path):
@@ -106,8 +111,9 @@ class CocoDataset:
         require_annotations: False accepts image-info-only files (unlabeled images).
 
     Attributes:
-        categories: ``[{"id": int, "name": str}]`` sorted by id.
-        category_ids: the category ids, sorted.
+        categories: ``[{"id": int, "name": str}]`` in class-index order (by id, whatever the
+            file's order; :mod:`sadpipe.data.categories`).
+        category_ids: the category ids in that order.
         records: one record per image sorted by image id, images without boxes included.
     """
 
@@ -117,8 +123,7 @@ class CocoDataset:
         data = read_coco_json(self.annotations_path, require_annotations=require_annotations)
         if not self.images_dir.is_dir():
             raise UserError(f"{self.images_dir}: images folder not found")
-        self.categories = [{"id": c["id"], "name": c["name"]}
-                           for c in sorted(data["categories"], key=lambda c: c["id"])]
+        self.categories = as_dicts(class_order(data["categories"]))
         self.category_ids = [c["id"] for c in self.categories]
         self.records = _build_records(data["images"], data["annotations"])
 
@@ -141,7 +146,10 @@ class CocoDataset:
 
 
 def open_image(path) -> Image.Image:
-    """Decode the image at ``path`` as RGB; ``ImageError`` if it is missing or undecodable."""
+    """Decode the image at ``path`` as 8-bit RGB: grayscale (``L``) is copied to the three
+    channels, an alpha channel (``RGBA``, ``LA``) is dropped, palette and CMYK images are
+    converted. ``ImageError`` if it is missing, undecodable, or has more than 8 bits per
+    channel (16-bit or float pixels would be clipped to white, not scaled)."""
     path = Path(path)
     try:
         handle = open(path, "rb")
@@ -152,9 +160,17 @@ def open_image(path) -> Image.Image:
     with handle:
         try:
             with Image.open(handle) as image:
+                if _is_wide(image.mode):
+                    raise ImageError(f"{path}: {image.mode} image (16-bit or float pixels); "
+                                     "convert it to 8-bit RGB or grayscale")
                 return image.convert("RGB")  # convert() decodes every pixel
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             raise ImageError(f"{path}: cannot decode image") from None
+
+
+def _is_wide(mode: str) -> bool:
+    """Pillow modes with more than 8 bits per channel: I, F, I;16, I;16B, ..."""
+    return mode in ("I", "F") or mode.startswith("I;")
 
 
 # ---------------------------------------------------------------------------- validation
@@ -310,24 +326,31 @@ def _check_optional_fields(ann: dict, field: str, path, *, scores_expected: bool
 
 def _build_records(images: list, annotations: list) -> list[ImageRecord]:
     has_scores = any("score" in a for a in annotations)
-    by_image: dict[int, list[dict]] = {image["id"]: [] for image in images}
+    by_image: dict[int, dict[int, list[dict]]] = {
+        image["id"]: {NOT_CROWD: [], CROWD: []} for image in images}
     for ann in annotations:
-        if ann["iscrowd"] == NOT_CROWD:
-            by_image[ann["image_id"]].append(ann)
+        by_image[ann["image_id"]][ann["iscrowd"]].append(ann)
     return [_make_record(image, by_image[image["id"]], has_scores)
             for image in sorted(images, key=lambda image: image["id"])]
 
 
-def _make_record(image: dict, anns: list[dict], has_scores: bool) -> ImageRecord:
+def _make_record(image: dict, anns: dict[int, list[dict]], has_scores: bool) -> ImageRecord:
+    objects = anns[NOT_CROWD]
+    scores = np.array([a["score"] for a in objects], dtype=np.float32) if has_scores else None
+    return ImageRecord(
+        image_id=image["id"], file_name=image["file_name"],
+        width=image["width"], height=image["height"],
+        boxes=_clipped_xyxy(objects, image),
+        category_ids=np.array([a["category_id"] for a in objects], dtype=np.int64),
+        scores=scores,
+        crowd_boxes=_clipped_xyxy(anns[CROWD], image),
+    )
+
+
+def _clipped_xyxy(anns: list[dict], image: dict) -> np.ndarray:
+    """(K, 4) float32 xyxy boxes of ``anns`` (COCO xywh), clipped to the image."""
     xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, image["width"])
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, image["height"])
-    scores = np.array([a["score"] for a in anns], dtype=np.float32) if has_scores else None
-    return ImageRecord(
-        image_id=image["id"], file_name=image["file_name"],
-        width=image["width"], height=image["height"],
-        boxes=boxes.astype(np.float32),
-        category_ids=np.array([a["category_id"] for a in anns], dtype=np.int64),
-        scores=scores,
-    )
+    return boxes.astype(np.float32)

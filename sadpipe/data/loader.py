@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sadpipe.data.categories import class_index_of
 from sadpipe.data.coco import CocoDataset, ImageError
 from sadpipe.data.transforms import Preprocessing, make_recipe, make_view, pad_batch, transform_boxes
 
@@ -55,14 +56,15 @@ class TrainDataset(torch.utils.data.Dataset):
     """One randomly scaled / flipped view per (index, seed) item.
 
     Returns dict: "image" (3, h, w) normalised, "boxes" (K, 4) xyxy view pixels, "labels" (K,)
-    class indices, "image_id", "recipe"; or None for an unreadable image when not strict.
+    class indices, "crowd_boxes" (M, 4) xyxy view pixels, "image_id", "recipe"; or None for
+    an unreadable image when not strict. Images without (non-crowd) boxes are left out.
     """
 
     def __init__(self, coco: CocoDataset, category_ids: list[int], prep: Preprocessing, *,
                  train_min_sizes: list[int], flip: bool = True, strict: bool = False):
         self.coco = coco
         self.records = [r for r in coco.records if len(r.boxes)]
-        self.class_of = {cid: i for i, cid in enumerate(category_ids)}
+        self.class_of = class_index_of(category_ids)
         self.prep, self.train_min_sizes, self.flip, self.strict = prep, train_min_sizes, flip, strict
 
     def __len__(self):
@@ -86,7 +88,16 @@ class TrainDataset(torch.utils.data.Dataset):
         return {"image": make_view(image, recipe, self.prep),
                 "boxes": torch.from_numpy(transform_boxes(record.boxes, recipe)),
                 "labels": torch.tensor(labels, dtype=torch.int64),
+                "crowd_boxes": torch.from_numpy(transform_boxes(record.crowd_boxes, recipe)),
                 "image_id": record.image_id, "recipe": recipe}
+
+
+TARGET_KEYS = ("boxes", "labels", "crowd_boxes")
+
+
+def target_of(sample: dict) -> dict:
+    """The matching targets of one view: "boxes" (K, 4), "labels" (K,), "crowd_boxes" (M, 4)."""
+    return {key: sample[key] for key in TARGET_KEYS}
 
 
 def collate(samples: list, size_divisibility: int) -> dict:
@@ -94,7 +105,7 @@ def collate(samples: list, size_divisibility: int) -> dict:
     skipped = sum(s is None for s in samples)
     samples = [s for s in samples if s is not None]
     return {"images": pad_batch([s["image"] for s in samples], size_divisibility) if samples else None,
-            "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+            "targets": [target_of(s) for s in samples],
             "image_ids": [s["image_id"] for s in samples],
             "recipes": [s["recipe"] for s in samples],
             "skipped": skipped}

@@ -17,6 +17,7 @@ from PIL import Image
 
 import shards
 from sadpipe.checkpoint import file_sha256
+from sadpipe.data.categories import as_dicts, same_ids
 from sadpipe.data.coco import CocoDataset, ImageError
 from sadpipe.config import load_config
 from sadpipe.data.transforms import Preprocessing, make_recipe, preprocessing_from_config
@@ -69,7 +70,7 @@ def cache_header(teacher: Teacher, teacher_path, prep: Preprocessing, s: CacheSe
     """What the shards were made from; training checks its own settings against this."""
     spec = teacher.spec
     return {"teacher": {"sha256": file_sha256(teacher_path), "arch": spec.arch},
-            "categories": [{"id": c, "name": n} for c, n in spec.categories],
+            "categories": as_dicts(spec.categories),
             "anchor_layout": spec.anchor_layout.to_dict(),
             "preprocessing": prep.to_dict(),
             "views": list(s.views),
@@ -92,7 +93,7 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
                         f"'{','.join(settings.views)}'")
     dataset = CocoDataset(annotations, images_dir)
     teacher = Teacher(teacher_path, device=device)
-    if teacher.spec.category_ids != dataset.category_ids:
+    if not same_ids(teacher.spec.category_ids, dataset.category_ids):
         raise UserError(f"{annotations}: categories (ids {dataset.category_ids[:8]}) differ from "
                         f"the teacher's (ids {teacher.spec.category_ids[:8]})")
     prep = view_preprocessing(teacher, settings)
@@ -175,7 +176,8 @@ def _teacher_group(group, dataset: CocoDataset, teacher: Teacher, prep: Preproce
         image_bytes, ext = _image_bytes(path, image)
         target = {"image_id": record.image_id, "file_name": record.file_name,
                   "width": record.width, "height": record.height,
-                  "boxes": record.boxes.tolist(), "category_ids": record.category_ids.tolist()}
+                  "boxes": record.boxes.tolist(), "category_ids": record.category_ids.tolist(),
+                  "crowd_boxes": record.crowd_boxes.tolist()}
         if record.scores is not None:
             target["scores"] = record.scores.tolist()
         yield record, dict(image_bytes=image_bytes, image_ext=ext, target=target, views=views)

@@ -6,6 +6,7 @@ import torch
 from tqdm import tqdm
 
 from sadpipe.checkpoint import ModelSpec, load_model
+from sadpipe.data.categories import same_ids
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.transforms import make_recipe, make_view, pad_batch, untransform_boxes
 from sadpipe.errors import UserError
@@ -66,7 +67,7 @@ def to_coco_results(image_id: int, det: dict, category_ids: list[int], *,
 
 def check_categories(spec: ModelSpec, dataset: CocoDataset, checkpoint_path) -> None:
     """The checkpoint must predict exactly the dataset's categories."""
-    if spec.category_ids != dataset.category_ids:
+    if not same_ids(spec.category_ids, dataset.category_ids):
         raise UserError(f"{checkpoint_path}: checkpoint has {spec.num_classes} classes "
                         f"(ids {spec.category_ids[:8]}{'...' if spec.num_classes > 8 else ''}) but "
                         f"{dataset.annotations_path} has {len(dataset.category_ids)} "

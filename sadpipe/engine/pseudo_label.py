@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sadpipe.checkpoint import ModelSpec, file_sha256, load_model
+from sadpipe.data.categories import as_dicts
 from sadpipe.data.coco import ImageError, open_image, read_coco_json
 from sadpipe.engine.distributed import init_distributed, resolve_device
 from sadpipe.engine.inference import Predictor, to_coco_results
@@ -315,9 +316,8 @@ def assemble_dataset(parts: list[dict], spec: ModelSpec, names: OutputNames,
               "skipped": skipped}
     info = {**info, "images_root": str(names.root), "unlabeled_id_offset": names.id_offset,
             "images_without_boxes": empty, "skipped_images": skipped}
-    categories = [{"id": cid, "name": name} for cid, name in sorted(spec.categories)]
     return {"info": info, "images": images, "annotations": annotations,
-            "categories": categories}, counts
+            "categories": as_dicts(spec.categories)}, counts
 
 
 def _labeled_entries(labeled: LabeledSet | None, names: OutputNames) -> tuple[list, list]:

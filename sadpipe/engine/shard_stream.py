@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 
 import shards
+from sadpipe.data.categories import as_dicts, class_index_of
+from sadpipe.data.loader import target_of
 from sadpipe.data.transforms import Preprocessing, make_recipe, make_view, pad_batch, transform_boxes
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.errors import UserError
@@ -46,7 +48,7 @@ def expected_header(spec, cfg: dict) -> dict:
     """The shard header fields that must equal the student's own settings."""
     prep = replace(spec.preprocessing, min_size=cfg["input"]["train_min_sizes"][0])
     views = ["orig", "hflip"] if cfg["input"]["flip"] else ["orig"]
-    return {"categories": [{"id": c, "name": n} for c, n in spec.categories],
+    return {"categories": as_dicts(spec.categories),
             "anchor_layout": spec.anchor_layout.to_dict(),
             "preprocessing": prep.to_dict(), "views": views}
 
@@ -112,7 +114,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         self.shard_dir, self.manifest, self.spec = str(shard_dir), manifest, spec
         self.per_rank = cfg["solver"]["images_per_batch"] // dist.world_size
         self.flip, self.min_size = cfg["input"]["flip"], cfg["input"]["train_min_sizes"][0]
-        self.class_of = {cid: i for i, cid in enumerate(spec.category_ids)}
+        self.class_of = class_index_of(spec.category_ids)
         self.dist, self.start_batch, self.seed = dist, start_batch, seed
 
     def __iter__(self):
@@ -166,10 +168,13 @@ class ShardBatches(torch.utils.data.IterableDataset):
         probs = torch.from_numpy(shards.decode_view(raw, name))
         target = raw["target"]
         boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+        # shards made before crowd regions were cached have none
+        crowd = np.asarray(target.get("crowd_boxes", []), dtype=np.float32).reshape(-1, 4)
         return {"image": make_view(image, recipe, self.spec.preprocessing),
                 "boxes": torch.from_numpy(transform_boxes(boxes, recipe)),
                 "labels": torch.tensor([self.class_of[c] for c in target["category_ids"]],
                                        dtype=torch.int64),
+                "crowd_boxes": torch.from_numpy(transform_boxes(crowd, recipe)),
                 "image_id": target["image_id"], "recipe": recipe, "probs": probs,
                 "normalizer": float(view["normalizer"])}
 
@@ -180,7 +185,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         placed = [to_batch_layout(s["probs"], layout, tuple(s["recipe"]["padded_size"]), batch_hw)
                   for s in samples]
         return {"images": images,
-                "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+                "targets": [target_of(s) for s in samples],
                 "image_ids": [s["image_id"] for s in samples],
                 "recipes": [s["recipe"] for s in samples], "skipped": 0,
                 "teacher_probs": torch.stack([p for p, _ in placed]),

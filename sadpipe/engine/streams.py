@@ -2,9 +2,9 @@
 
 Every stream is deterministic given (seed, number of batches already drawn), so a resumed
 run continues each stream exactly where it stopped. A stream yields batch dicts:
-"images" (N, 3, H, W), "targets" [{"boxes", "labels"}], "recipes", "image_ids", "skipped",
-and for shard streams also "teacher_probs" (N, HWA, C), "teacher_mask" (N, HWA) and
-"normalizer" (Σ q^θ of the batch's views, exact from the cache).
+"images" (N, 3, H, W), "targets" [{"boxes", "labels", "crowd_boxes"}], "recipes",
+"image_ids", "skipped", and for shard streams also "teacher_probs" (N, HWA, C),
+"teacher_mask" (N, HWA) and "normalizer" (Σ q^θ of the batch's views, exact from the cache).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import functools
 
 import torch
 
+from sadpipe.data.categories import same_ids
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.loader import BatchSchedule, TrainDataset, collate
 from sadpipe.engine.distributed import DistInfo
@@ -28,7 +29,7 @@ def coco_stream(annotations, images, spec, cfg: dict, dist: DistInfo, *, start_b
                 seed_offset: int = 0):
     """Infinite iterator of augmented batches from a COCO-format set."""
     coco = CocoDataset(annotations, images)
-    if coco.category_ids != spec.category_ids:
+    if not same_ids(coco.category_ids, spec.category_ids):
         raise UserError(f"{annotations}: categories (ids {coco.category_ids[:8]}) differ from the "
                         f"model's (ids {spec.category_ids[:8]})")
     dataset = TrainDataset(coco, spec.category_ids, spec.preprocessing,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from sadpipe.checkpoint import ModelSpec, load_model
+from sadpipe.data.categories import same_ids
 from sadpipe.data.transforms import Preprocessing, make_view, renormalize
 from sadpipe.errors import UserError
 from sadpipe.modeling.distill import view_anchor_mask
@@ -15,7 +16,7 @@ from sadpipe.modeling.distill import view_anchor_mask
 
 def check_teacher_compatible(teacher: ModelSpec, student: ModelSpec, *, source) -> None:
     """Per-anchor distillation needs the same classes and the same anchors."""
-    if teacher.category_ids != student.category_ids:
+    if not same_ids(teacher.category_ids, student.category_ids):
         raise UserError(f"{source}: teacher classes (ids {teacher.category_ids[:8]}...) differ from "
                         f"the student's (ids {student.category_ids[:8]}...)")
     if teacher.anchor_layout != student.anchor_layout:

@@ -14,6 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sadpipe.checkpoint import ModelSpec, file_sha256, load_checkpoint, save_checkpoint
+from sadpipe.data.categories import class_order
 from sadpipe.data.coco import read_coco_json
 from sadpipe.data.toy import PARAMS_KEY as TOY_PARAMS_KEY
 from sadpipe.data.transforms import preprocessing_from_config
@@ -37,6 +38,7 @@ LABELED, PSEUDO = "labeled", "pseudo"
 
 
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
+    """The spec of the model ``cfg`` trains; ``categories`` (``[{"id", "name"}]``) in any order."""
     m = cfg["model"]
     for key, known in (("arch", ARCHS), ("norm", NORMS), ("p6_from", P6_INPUTS),
                        ("anchor_convention", ANCHOR_CONVENTIONS), ("box_convention", BOX_CONVENTIONS)):
@@ -48,7 +50,7 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
     layout = AnchorLayout(strides=tuple(m["strides"]), size_factor=m["anchor_size_factor"],
                           scales_per_octave=m["scales_per_octave"],
                           aspect_ratios=tuple(m["aspect_ratios"]), convention=m["anchor_convention"])
-    return ModelSpec(arch=m["arch"], categories=tuple((c["id"], c["name"]) for c in categories),
+    return ModelSpec(arch=m["arch"], categories=class_order(categories),
                      anchor_layout=layout, preprocessing=preprocessing_from_config(cfg),
                      norm=m["norm"], stride_in_1x1=m["stride_in_1x1"], p6_from=m["p6_from"],
                      box_convention=m["box_convention"])

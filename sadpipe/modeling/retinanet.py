@@ -14,6 +14,7 @@ from sadpipe.modeling.backbones import ARCHS, build_backbone
 
 HEAD_GN_GROUPS = 8
 HEAD_INITS = ("release", "kaiming")
+CLS_LOGITS = "head.classification_head.cls_logits"   # state-dict prefix of the class layer
 
 
 class RetinaNet(nn.Module):
@@ -75,3 +76,16 @@ def init_head_towers(head: RetinaNetHead, scheme: str) -> None:
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+
+def select_classes(state: dict, classes: list[int], *, num_anchors: int, num_classes: int) -> dict:
+    """A copy of ``state`` whose class layer predicts, as its class c, the old class
+    ``classes[c]`` (a subset, a reordering, or both).
+
+    The layer's output channels are anchor-major (torchvision's head): channel ``a * C + k``
+    is class k of anchor a, for a in [0, num_anchors) and C = ``num_classes``."""
+    channels = torch.tensor([a * num_classes + k for a in range(num_anchors) for k in classes])
+    out = dict(state)
+    for name in ("weight", "bias"):
+        out[f"{CLS_LOGITS}.{name}"] = state[f"{CLS_LOGITS}.{name}"][channels].clone()
+    return out

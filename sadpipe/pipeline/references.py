@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from sadpipe.config import toml_value
+
 # One token: "$$", or "${" name "}", or a "$" that starts neither (an error).
 _TOKEN = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\}|)")
 
@@ -44,7 +46,8 @@ def substitute(text: str, values: dict[str, str], *, hint=None) -> str:
 
 
 def as_text(value) -> str:
-    """A TOML scalar as it appears on a command line: booleans in TOML spelling."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    """A TOML value as it appears on a command line: booleans in TOML spelling, lists as TOML
+    (``[700, 900]``, what ``--set solver.steps=...`` reads), strings as they are."""
+    if isinstance(value, bool) or isinstance(value, list):
+        return toml_value(value)
     return str(value)

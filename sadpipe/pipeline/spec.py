@@ -10,8 +10,8 @@ Layout (see ``pipelines/toy_sad.toml`` for a complete example)::
     source = "toy"                   # or "coco" with root + six paths
     seed = 0
 
-    [vars]                           # free scalars, ${vars.NAME}; change with --set vars.NAME=..
-    teacher_iters = 1000
+    [vars]                           # free values, ${vars.NAME}; change with --set vars.NAME=..
+    teacher_iters = 1000             # scalars, or flat lists (substituted as TOML: [700, 900])
 
     [[stages]]                       # run in this order
     name = "teacher"
@@ -50,6 +50,7 @@ SECTIONS = ("pipeline", "data", "vars", "stages", "report")
 STAGE_KEYS = ("name", "command", "args", "inputs", "outputs", "resume", "clean", "nproc", "given")
 NOT_STAGE_COMMANDS = ("run", "demo")  # a pipeline does not start pipelines
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+VAR_SCALARS = (str, int, float, bool)
 DEFAULT_WORK_ROOT = "work"
 
 
@@ -163,8 +164,10 @@ def _table(raw: dict, key: str, where: str, *, required: bool = False) -> dict:
 def _vars(raw: dict, where: str) -> dict:
     variables = dict(_table(raw, "vars", where))
     for key, value in variables.items():
-        if not isinstance(value, (str, int, float, bool)):
-            raise UserError(f"{where}: vars.{key}: must be a string, number or boolean")
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, VAR_SCALARS) for item in items):
+            raise UserError(f"{where}: vars.{key}: must be a string, number or boolean, or a "
+                            "list of them")
     return variables
 
 

@@ -38,6 +38,16 @@ def write_tiny_coco(root, *, num_images=8, seed=0, size=(96, 64)):
     return ann, image_dir
 
 
+def with_categories_reversed(ann, out):
+    """Write ``out``: the COCO file ``ann`` with its ``categories`` list in reverse order (the
+    same categories, boxes and ids: only the listing order differs). Returns ``out``."""
+    data = json.loads(ann.read_text())
+    data["categories"] = data["categories"][::-1]
+    assert [c["id"] for c in data["categories"]] != sorted(c["id"] for c in data["categories"])
+    out.write_text(json.dumps(data))
+    return out
+
+
 @pytest.fixture
 def tiny_coco(tmp_path):
     return write_tiny_coco(tmp_path / "data")
@@ -68,10 +78,11 @@ def make_tiny_checkpoint(path, *, categories=CATEGORIES, seed=0, conv_gain=1.0, 
     import torch
 
     from sadpipe.checkpoint import ModelSpec, save_checkpoint
+    from sadpipe.data.categories import class_order
     from sadpipe.data.transforms import Preprocessing
     from sadpipe.modeling.anchors import AnchorLayout
 
-    spec = ModelSpec(arch="toy_student", categories=tuple((c["id"], c["name"]) for c in categories),
+    spec = ModelSpec(arch="toy_student", categories=class_order(categories),
                      anchor_layout=AnchorLayout(size_factor=1.0),
                      preprocessing=Preprocessing(min_size=64, max_size=128))
     torch.manual_seed(seed)

@@ -47,13 +47,17 @@ def test_records(tmp_path):
     assert [r.image_id for r in dataset.records] == [2, 5, 7]
     two, five, seven = dataset.records
 
-    assert two == ImageRecord(2, "two.png", 20, 20, two.boxes, two.category_ids, None)
+    assert two == ImageRecord(2, "two.png", 20, 20, two.boxes, two.category_ids, None,
+                              two.crowd_boxes)
     np.testing.assert_array_equal(two.boxes, [[3.5, 4.25, 9.5, 6.25]])
     assert five.boxes.shape == (0, 4) and five.category_ids.shape == (0,)
-    # crowd box left out; the box 0.5 px outside the image is clipped to it
+    assert two.crowd_boxes.shape == five.crowd_boxes.shape == (0, 4)
+    # the crowd box is a region apart; the box 0.5 px outside the image is clipped to it
     np.testing.assert_array_equal(seven.boxes, [[1, 2, 11, 7], [0, 20, 10, 30]])
     np.testing.assert_array_equal(seven.category_ids, [9, 4])
-    assert seven.boxes.dtype == np.float32 and seven.category_ids.dtype == np.int64
+    np.testing.assert_array_equal(seven.crowd_boxes, [[0, 0, 40, 30]])
+    assert seven.boxes.dtype == seven.crowd_boxes.dtype == np.float32
+    assert seven.category_ids.dtype == np.int64
     assert seven.scores is None
     assert dataset.image_path(seven) == tmp_path / "sub" / "seven.png"
 
@@ -158,10 +162,44 @@ def test_missing_images_folder(tmp_path):
         CocoDataset(write(tmp_path, dataset_dict()), tmp_path / "nowhere")
 
 
-def test_open_image_converts_to_rgb(tmp_path):
-    save_image(tmp_path / "gray.png", (5, 3), mode="L")
-    image = open_image(tmp_path / "gray.png")
-    assert image.mode == "RGB" and image.size == (5, 3)
+GRADIENT = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3   # (H, W, RGB), exact
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", "png"), ("L", "png"), ("RGBA", "png"),
+                                          ("LA", "png"), ("P", "png"), ("L", "jpg"),
+                                          ("RGB", "jpg")])
+def test_open_image_gives_rgb_of_every_mode(tmp_path, mode, suffix):
+    """Grayscale is repeated on the three channels, alpha is dropped, a palette is looked
+    up; JPEG within its rounding."""
+    gray = GRADIENT[..., 0]
+    alpha = np.full(gray.shape, 7, np.uint8)   # nearly transparent: pixels stay as stored
+    sources = {"RGB": (GRADIENT, GRADIENT), "L": (gray, np.repeat(gray[..., None], 3, axis=2)),
+               "RGBA": (np.dstack([GRADIENT, alpha]), GRADIENT),
+               "LA": (np.dstack([gray, alpha]), np.repeat(gray[..., None], 3, axis=2)),
+               "P": (GRADIENT, GRADIENT)}
+    pixels, expected = sources[mode]
+    image = Image.fromarray(pixels)
+    if mode == "P":
+        image = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=0)
+        palette = np.array(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
+        expected = palette[np.asarray(image)]   # each index looked up in the palette
+    path = tmp_path / f"image.{suffix}"
+    image.save(path, quality=100) if suffix == "jpg" else image.save(path)
+    assert Image.open(path).mode == mode
+
+    rgb = open_image(path)
+    assert rgb.mode == "RGB" and rgb.size == (6, 4)
+    tolerance = 3 if suffix == "jpg" else 0
+    np.testing.assert_allclose(np.asarray(rgb, dtype=int), expected.astype(int), atol=tolerance)
+
+
+@pytest.mark.parametrize("pixels", [np.full((3, 4), 1000, np.uint16),
+                                    np.full((3, 4), 0.5, np.float32)])
+def test_open_image_refuses_more_than_8_bits(tmp_path, pixels):
+    path = tmp_path / ("wide.png" if pixels.dtype == np.uint16 else "wide.tif")
+    Image.fromarray(pixels).save(path)
+    with pytest.raises(ImageError, match="16-bit or float pixels"):
+        open_image(path)
 
 
 def test_load_image_checks_size(tmp_path):

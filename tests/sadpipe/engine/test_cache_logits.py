@@ -29,7 +29,7 @@ from sadpipe.data.transforms import Preprocessing, make_recipe
 from sadpipe.engine.cache_logits import sample_key
 from sadpipe.engine.teacher import Teacher
 from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
-                                    write_tiny_coco)
+                                    with_categories_reversed, write_tiny_coco)
 from tests.shards import adl_reference
 
 REPO = Path(__file__).resolve().parents[3]
@@ -376,6 +376,23 @@ def test_annotations_with_other_categories_are_refused(teacher, coco, tmp_path):
     assert not out.exists()
 
 
+def test_category_listing_order_of_the_annotations_does_not_matter(cached, teacher, coco,
+                                                                  student_config, tmp_path):
+    """Annotations listing the categories in another order give the same samples (targets
+    hold category ids, scores follow the teacher's classes) and the same header, categories
+    in class-index order; only the annotations' digest differs."""
+    ann, images = coco
+    out = tmp_path / "shards"
+    result = run_cli(*cache_args(teacher, with_categories_reversed(ann, tmp_path / "r.json"),
+                                 images, out, "--student-config", student_config,
+                                 "--shard-size", 2, "--batch-size", 2))
+    assert result.exit_code == 0, result.output
+    assert samples_by_key(out) == samples_by_key(cached)
+    header, reference = shards.read_manifest(out)["header"], shards.read_manifest(cached)["header"]
+    assert header.pop("annotations_sha256") != reference.pop("annotations_sha256")
+    assert header == reference and header["categories"] == CATEGORIES
+
+
 def test_unreadable_image_is_skipped_and_listed(teacher, tmp_path):
     ann, images = write_tiny_coco(tmp_path / "data", num_images=4, seed=2)
     (images / "0002.png").write_bytes(b"\x89PNG truncated")
@@ -392,6 +409,35 @@ def test_unreadable_image_is_skipped_and_listed(teacher, tmp_path):
            [(sample_key(3), "rank00-000001.tar")]
     assert "0002.png: cannot decode image" in manifest["skipped"][0]["reason"]
     assert sorted(samples_by_key(out)) == [sample_key(i) for i in (1, 2, 4)]
+
+
+def test_crowd_regions_travel_in_the_shards(teacher, tmp_path):
+    """A crowd annotation is cached as a region of its image and reaches training's targets
+    in view pixels (flipped with the view)."""
+    from sadpipe.config import load_config
+    from sadpipe.engine.distributed import DistInfo
+    from sadpipe.engine.shard_stream import shard_stream
+
+    ann, images = write_tiny_coco(tmp_path / "data", num_images=2, seed=4)
+    data = json.loads(ann.read_text())
+    data["annotations"].append({"id": 99, "image_id": 2, "category_id": 5,
+                                "bbox": [40, 8, 50, 40], "iscrowd": 1})
+    ann.write_text(json.dumps(data))
+    out = tmp_path / "shards"
+    assert run_cli(*cache_args(teacher, ann, images, out)).exit_code == 0
+    targets = {json.loads(sample["json"])["target"]["image_id"]: json.loads(sample["json"])["target"]
+               for sample in samples_by_key(out).values()}
+    assert targets[1]["crowd_boxes"] == [] and targets[2]["crowd_boxes"] == [[40, 8, 90, 48]]
+    assert 99 not in targets[2]["category_ids"] and len(targets[2]["boxes"]) == \
+           sum(a["image_id"] == 2 and not a.get("iscrowd") for a in data["annotations"])
+
+    _, spec = load_model(teacher)   # views at the teacher's own 64 px: the scale is 1
+    cfg = load_config(None, ("input.train_min_sizes=[64]", "input.max_size=128",
+                             "solver.images_per_batch=2"))
+    batch = next(shard_stream(out, spec, cfg, DistInfo(), start_batch=0))
+    for image_id, recipe, target in zip(batch["image_ids"], batch["recipes"], batch["targets"]):
+        expected = [[96 - 90, 8, 96 - 40, 48]] if recipe["flip"] else [[40, 8, 90, 48]]
+        assert target["crowd_boxes"].tolist() == (expected if image_id == 2 else [])
 
 
 # ------------------------------------------------------------------------ inspect-shards

@@ -25,10 +25,12 @@ import shards
 from sadpipe.checkpoint import ModelSpec, save_checkpoint
 from sadpipe.commands.cache_logits import command as cache_command
 from sadpipe.commands.train import command as train_command
+from sadpipe.data.categories import class_order
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.modeling.anchors import AnchorLayout
 from shards.sample import digest, dumps_json, npy_bytes
-from tests.sadpipe.conftest import CATEGORIES, tiny_train_overrides, write_tiny_coco
+from tests.sadpipe.conftest import (CATEGORIES, tiny_train_overrides, with_categories_reversed,
+                                    write_tiny_coco)
 from tests.sadpipe.engine.test_cache_logits import make_teacher
 
 REPO = Path(__file__).resolve().parents[3]
@@ -226,6 +228,18 @@ def test_live_teacher_scores_match_the_cache(sad, tmp_path):
         assert _is_one_of(r["adl_normalizer"], possible, 1e-5), r
 
 
+def test_live_teacher_with_categories_listed_in_another_order(sad, tmp_path):
+    """Labels that list the categories in another order distil the same student: the
+    teacher's class c and the student's class c are the same category either way."""
+    reversed_ann = with_categories_reversed(sad["ann"], tmp_path / "reversed.json")
+    for name, ann in (("sorted", sad["ann"]), ("reversed", reversed_ann)):
+        result = _train({**sad, "ann": ann}, tmp_path / name, "--teacher", sad["teacher"],
+                        **{"solver.max_iter": 2})
+        assert result.exit_code == 0, result.output
+    a, b = (_weights(tmp_path / name / "model_final.pt") for name in ("sorted", "reversed"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 # ------------------------------------------------------------------------------ refusals
 
 
@@ -254,7 +268,7 @@ def test_refuses_pseudo_shards_of_other_classes(sad, tmp_path):
 
 
 def test_refuses_live_teacher_with_other_anchors(sad, tmp_path):
-    spec = ModelSpec(arch="toy_student", categories=tuple((c["id"], c["name"]) for c in CATEGORIES),
+    spec = ModelSpec(arch="toy_student", categories=class_order(CATEGORIES),
                      anchor_layout=AnchorLayout(size_factor=2.0),
                      preprocessing=Preprocessing(min_size=64, max_size=128))
     teacher = tmp_path / "teacher_sf2.pt"

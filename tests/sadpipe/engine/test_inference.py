@@ -11,7 +11,7 @@ from sadpipe.commands.evaluate import command as eval_command
 from sadpipe.data.coco import CocoDataset
 from sadpipe.engine.inference import Predictor, detect_dataset
 from sadpipe.errors import UserError
-from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint
+from tests.sadpipe.conftest import CATEGORIES, make_tiny_checkpoint, with_categories_reversed
 
 
 def _checkpoint(path, categories=CATEGORIES):
@@ -47,6 +47,23 @@ def test_eval_checkpoint_writes_detections_and_metrics(tiny_coco, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["bbox"]["AP"] <= 1.0
     assert len(json.loads((out / "detections.json").read_text())) == metrics["num_detections"]
+
+
+def test_eval_does_not_depend_on_category_listing_order(tiny_coco, tmp_path):
+    """A checkpoint evaluated on a file that lists the same categories in another order gives
+    the same detections (category ids) and metrics."""
+    ann, images = tiny_coco
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    outputs = {}
+    for name, path in (("sorted", ann), ("reversed", with_categories_reversed(ann, tmp_path / "r.json"))):
+        out = tmp_path / name
+        result = CliRunner().invoke(eval_command, ["--checkpoint", str(ckpt), "--annotations",
+                                                   str(path), "--images", str(images), "--out",
+                                                   str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        outputs[name] = [json.loads((out / f).read_text()) for f in ("detections.json", "metrics.json")]
+    assert outputs["sorted"] == outputs["reversed"]
+    assert {d["category_id"] for d in outputs["sorted"][0]} == {2, 5}
 
 
 @pytest.mark.parametrize("case", ["not_sadpipe", "other_classes"])

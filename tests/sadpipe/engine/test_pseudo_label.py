@@ -21,7 +21,7 @@ from sadpipe.engine import pseudo_label as engine
 from sadpipe.engine.inference import Predictor
 from sadpipe.engine.sharding import block_bounds, part_path, split_for_rank
 from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
-                                    write_tiny_coco)
+                                    with_categories_reversed, write_tiny_coco)
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -222,6 +222,32 @@ def test_merge_with_labeled_set(teacher, unlabeled, tmp_path):
     dataset = CocoDataset(out, root)
     assert len(dataset) == n_lab + len(images)
     assert all(dataset.image_path(r).is_file() for r in dataset.records)
+
+
+def test_category_listing_order_of_the_inputs_does_not_matter(teacher, unlabeled, tmp_path):
+    """An image-info file and a labeled set that list the categories in another order give
+    the same pseudo-labels; the output lists them in class-index order."""
+    images_dir, names = unlabeled
+    labeled_json, labeled_dir = write_tiny_coco(tmp_path / "lab", num_images=3, seed=3)
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps({"images": [{"id": 5, "file_name": names[0], "width": 96,
+                                            "height": 64}], "categories": CATEGORIES}))
+    outputs = []
+    for name in ("sorted", "reversed"):
+        image_info, labeled = info, labeled_json
+        if name == "reversed":
+            image_info = with_categories_reversed(info, tmp_path / "info_reversed.json")
+            labeled = with_categories_reversed(labeled_json, tmp_path / "lab_reversed.json")
+        out = tmp_path / f"{name}.json"
+        result = run("--teacher", teacher, "--images", images_dir, "--image-info", image_info,
+                     "--merge-with", labeled, "--merge-images", labeled_dir, "--out", out,
+                     "--score-thresh", 0.0, "--quiet")
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        data["info"].pop("merged_with")
+        outputs.append(data)
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["categories"] == CATEGORIES and len(outputs[0]["images"]) == 4
 
 
 def test_merge_refuses_labeled_set_with_other_categories(teacher, unlabeled, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from sadpipe.commands.train import command as train_command
-from tests.sadpipe.conftest import tiny_train_overrides
+from tests.sadpipe.conftest import tiny_train_overrides, with_categories_reversed
 
 
 def _args(ann, images, out, *extra, **overrides):
@@ -49,6 +49,23 @@ def test_train_writes_run_folder(tiny_coco, tmp_path):
     assert provenance["data"]["labeled"]["sha256"] == hashlib.sha256(ann.read_bytes()).hexdigest()
     assert provenance["data"]["labeled"]["images"] == 8 and "generator" not in provenance["data"]["labeled"]
     assert provenance["started_from"] == {}
+
+
+def test_category_listing_order_does_not_change_the_model(tiny_coco, tmp_path):
+    """The same data with its categories listed in another order trains the same weights and
+    classes (it used to be refused: the model took the file's order, the dataset sorted)."""
+    ann, images = tiny_coco
+    reversed_ann = with_categories_reversed(ann, tmp_path / "reversed.json")
+    for name, path in (("sorted", ann), ("reversed", reversed_ann)):
+        result = CliRunner().invoke(train_command, ["--config", "/dev/null",
+                                                    *_args(path, images, tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    a = torch.load(tmp_path / "sorted" / "model_final.pt", weights_only=True)
+    b = torch.load(tmp_path / "reversed" / "model_final.pt", weights_only=True)
+    assert a["model"] == b["model"]
+    assert [c["id"] for c in b["model"]["categories"]] == [2, 5]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_coco, tmp_path):

@@ -37,3 +37,40 @@ def test_regression_targets_hand_computed():
     assert torch.allclose(deltas[0, 1], expected, atol=1e-6)
     decoded = box_coder().decode_single(deltas[0, :2], ANCHORS[:2])
     assert torch.allclose(decoded, BOXES[[0, 0]], atol=1e-4)
+
+
+# a crowd region over the lower right of the picture: x 40..70, y 40..70
+CROWD = torch.tensor([[40, 40, 70, 70]], dtype=torch.float32)
+CROWD_ANCHORS = torch.tensor([
+    [50, 50, 60, 60],    # inside the crowd: covered 100 %          → ignored
+    [35, 45, 45, 55],    # half inside: covered 50 % < 70 %         → background
+    [38, 40, 48, 50],    # 8 of 10 columns inside: covered 80 %     → ignored
+    [0, 0, 10, 10],      # IoU 1.0 with box A, outside the crowd    → class 3
+    [200, 200, 210, 210],  # far from everything                    → background
+], dtype=torch.float32)
+
+
+def test_anchors_mostly_inside_a_crowd_region_are_ignored():
+    labels, _ = match_anchors(CROWD_ANCHORS, BOXES[:1], LABELS[:1], crowd_boxes=CROWD)
+    assert labels.tolist() == [IGNORE, BACKGROUND, IGNORE, 3, BACKGROUND]
+    without, _ = match_anchors(CROWD_ANCHORS, BOXES[:1], LABELS[:1])
+    assert without.tolist() == [BACKGROUND, BACKGROUND, BACKGROUND, 3, BACKGROUND]
+
+
+def test_a_crowd_region_does_not_take_an_object_away():
+    """An object inside a crowd region keeps its foreground anchors."""
+    inner = torch.tensor([[50, 50, 60, 60]], dtype=torch.float32)
+    labels, _ = match_anchors(CROWD_ANCHORS, inner, torch.tensor([2]), crowd_boxes=CROWD)
+    assert labels.tolist() == [2, BACKGROUND, IGNORE, BACKGROUND, BACKGROUND]
+
+
+def test_crowd_regions_alone_and_in_build_targets():
+    none = torch.zeros(0, 4)
+    labels, _ = match_anchors(CROWD_ANCHORS, none, torch.zeros(0, dtype=torch.int64),
+                              crowd_boxes=CROWD)
+    assert labels.tolist() == [IGNORE, BACKGROUND, IGNORE, BACKGROUND, BACKGROUND]
+    batch, _ = build_targets(CROWD_ANCHORS, [
+        {"boxes": BOXES[:1], "labels": LABELS[:1], "crowd_boxes": CROWD},
+        {"boxes": BOXES[:1], "labels": LABELS[:1]}])
+    assert batch[0].tolist() == [IGNORE, BACKGROUND, IGNORE, 3, BACKGROUND]
+    assert batch[1].tolist() == [BACKGROUND, BACKGROUND, BACKGROUND, 3, BACKGROUND]

@@ -17,6 +17,7 @@ def test_import_gives_torchvision_outputs(tmp_path):
     assert result.exit_code == 0, result.output
     model, spec = load_model(tmp_path / "c.pt")
     assert spec.num_classes == 80 and spec.category_ids[:3] == [1, 2, 3] and spec.category_ids[-1] == 90
+    assert spec.category_ids == sorted(spec.category_ids)   # class c: the (c+1)-th id
 
     x = torch.randn(1, 3, 256, 384)
     with torch.no_grad():

@@ -31,7 +31,7 @@ def arg(stage, flag: str) -> str:
 
 
 def test_shipped_pipelines_are_found_in_the_package():
-    assert set(shipped_pipelines()) == {"toy_sad", *PAPER}
+    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", *PAPER}
     assert SHIPPED_DIR.resolve() == REPO_PIPELINES.resolve()  # sadpipe/pipelines -> ../pipelines
     assert find_pipeline("toy_sad") == SHIPPED_DIR / "toy_sad.toml"
     assert find_pipeline("coco_r50_from_r101.toml") == SHIPPED_DIR / "coco_r50_from_r101.toml"
@@ -87,7 +87,7 @@ def test_release_teacher_fits_every_coco_model(name, tmp_path):
         check_teacher_compatible(release, spec, source=stage_name)
 
 
-@pytest.mark.parametrize("name", ["toy_sad", *sorted(PAPER)])
+@pytest.mark.parametrize("name", ["toy_sad", "custom_sad", *sorted(PAPER)])
 def test_wiring_between_stages(name, tmp_path):
     pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
     data, stage = pipeline.stages[0], pipeline.stage
@@ -113,7 +113,7 @@ def test_wiring_between_stages(name, tmp_path):
         assert all(pipeline.workdir in p.parents for p in s.clean)
 
 
-@pytest.mark.parametrize("name", ["toy_sad", *sorted(PAPER)])
+@pytest.mark.parametrize("name", ["toy_sad", "custom_sad", *sorted(PAPER)])
 def test_given_teacher_skips_teacher_training(name, tmp_path):
     ckpt = tmp_path / "teacher.pt"
     pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w",
@@ -140,3 +140,34 @@ def test_toy_pipeline_is_the_embedded_default(tmp_path):
         cfg = train_config(pipeline.stage(name))
         lead = load_config(REPO_PIPELINES / f"toy_{name}.toml")
         assert cfg["solver"]["max_iter"] == lead["solver"]["max_iter"]
+
+
+def test_custom_pipeline_is_the_embedded_chain_on_coco_paths(tmp_path):
+    """custom_sad: toy_sad's stages, commands and train configs, on COCO-format paths under
+    data.root; seed, iterations, LR steps and pretrained bodies reach every training run."""
+    root = tmp_path / "mine"
+    toy = load_pipeline(find_pipeline("toy_sad"), workdir=tmp_path / "t")
+    custom = load_pipeline(find_pipeline("custom_sad"), workdir=tmp_path / "w", overrides=(
+        f"data.root={root}", "data.val_annotations=labels/val.json", "vars.seed=5",
+        "vars.teacher_iters=30", "vars.teacher_steps=[20, 25]", "vars.student_iters=40",
+        "vars.distill_steps=[9]", "vars.pretrained=true"))
+    assert [(s.name, s.command) for s in custom.stages[1:]] == \
+           [(s.name, s.command) for s in toy.stages[1:]]
+    data = custom.stages[0]
+    assert data.given and data.outputs["val_annotations"] == root / "labels" / "val.json"
+    assert data.outputs["train_images"] == root / "images" / "train"
+    assert data.outputs["unlabeled_annotations"] == root / "annotations" / "unlabeled.json"
+    assert data.outputs["images_root"] == root / "images"
+    for name in TRAIN_STAGES:
+        assert arg(custom.stage(name), "--config") == arg(toy.stage(name), "--config")
+    solvers = {name: train_config(custom.stage(name)) for name in TRAIN_STAGES}
+    assert [(c["solver"]["max_iter"], c["solver"]["steps"]) for c in solvers.values()] == \
+           [(30, [20, 25]), (40, [700, 900]), (1000, [9])]
+    assert all(c["train"]["seed"] == 5 and c["model"]["pretrained"] is True
+               for c in solvers.values())
+
+    default = load_pipeline(find_pipeline("custom_sad"), workdir=tmp_path / "w")
+    for name in TRAIN_STAGES:   # defaults: toy_sad's schedule, no pretrained body
+        cfg, lead = train_config(default.stage(name)), train_config(toy.stage(name))
+        assert cfg["solver"] == lead["solver"] and cfg["model"] == lead["model"]
+        assert cfg["train"]["seed"] == 0

@@ -56,6 +56,20 @@ def test_tiny_pipeline_resolves(tmp_path):
                                 "pr_curve": workdir / "eval" / "pr_curve.json"}
 
 
+def test_list_vars_are_substituted_as_toml(tmp_path):
+    """A [vars] list reaches a train stage's --set as TOML, and --set replaces it whole."""
+    text = PIPELINE.replace("EXTRA_TRAIN_ARGS", ', "--set", "solver.steps=${vars.steps}"').replace(
+        "iters = 4", 'iters = 4\nsteps = [2, 3]')
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    train = load_pipeline(path, workdir=tmp_path / "w").stage("train")
+    assert train.args[-1] == "solver.steps=[2, 3]"
+    changed = load_pipeline(path, workdir=tmp_path / "w", overrides=("vars.steps=[70, 90]",))
+    assert changed.stage("train").args[-1] == "solver.steps=[70, 90]"
+    with pytest.raises(UserError, match=r"--set: config key 'vars\.steps' expects list"):
+        load_pipeline(path, workdir=tmp_path / "w", overrides=("vars.steps=70",))
+
+
 def test_default_workdir_and_relative_paths(tmp_path, monkeypatch):
     write_tiny_pipeline(tmp_path / "p")
     monkeypatch.chdir(tmp_path)
@@ -157,6 +171,10 @@ BROKEN = [
      "report.baseline.eval: stage 'train' needs the output 'metrics'"),
     (PIPELINE.replace('distilled = { model = "tiny C", eval = "eval" }', ""),
      "report.distilled: must be"),
+    (PIPELINE.replace("iters = 4", "iters = 4\nsizes = { a = 1 }"),
+     "vars.sizes: must be a string, number or boolean, or a list of them"),
+    (PIPELINE.replace("iters = 4", "iters = 4\nsteps = [[1], [2]]"),
+     "vars.steps: must be a string, number or boolean, or a list of them"),
     ("x = [", "not valid TOML"),
 ]
 
