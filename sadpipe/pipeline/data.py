@@ -12,7 +12,8 @@ to: ``${data.train_annotations}``, ``${data.train_images}``, ``${data.val_annota
   relative to the current folder); nothing runs.
 
 ``teacher_checkpoint`` (both sources, default empty): a trained teacher; a stage that lists it
-under ``given`` is then not run.
+under ``given`` is then not run. ``${zoo_dir}`` in it names the model zoo's folder
+(``${zoo_dir}/toy_teacher.pt``: the shipped toy teacher).
 """
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ import os
 from pathlib import Path
 
 from sadpipe.data.toy import annotation_path, image_dir
+from sadpipe.pipeline.references import BadReference, substitute
+from sadpipe.zoo import ZOO_DIR
 from sadpipe.pipeline.stage import Stage
 
 DATA_STAGE = "data"
 SPLITS = ("train", "val", "unlabeled")
 PATH_KEYS = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("annotations", "images"))
 IMAGES_ROOT = "images_root"
+ZOO_REFERENCE = "zoo_dir"
 TOY_DEFAULTS = {"seed": 0, "num_train": 300, "num_unlabeled": 3000, "num_val": 300,
                 "teacher_checkpoint": ""}
 COCO_DEFAULTS = {"root": "", **{key: "" for key in PATH_KEYS}, "teacher_checkpoint": ""}
@@ -63,7 +67,12 @@ def data_values(settings: dict) -> dict[str, object]:
     """The settings as ``data.KEY`` namespace entries (teacher checkpoint made absolute)."""
     values = {f"data.{key}": value for key, value in settings.items()}
     if settings["teacher_checkpoint"]:
-        values["data.teacher_checkpoint"] = os.path.abspath(settings["teacher_checkpoint"])
+        try:
+            path = substitute(settings["teacher_checkpoint"], {ZOO_REFERENCE: str(ZOO_DIR)})
+        except BadReference as err:
+            raise DataError(f"data.teacher_checkpoint: {err} (only ${{{ZOO_REFERENCE}}} is "
+                            "known here)") from None
+        values["data.teacher_checkpoint"] = os.path.abspath(path)
     return values
 
 

@@ -27,7 +27,7 @@ Layout (see ``pipelines/toy_sad.toml`` for a complete example)::
     [report]                         # see sadpipe.pipeline.report
 
 References (``sadpipe.pipeline.references``): ``${workdir}``, ``${pipeline_dir}`` (the folder
-of the pipeline file), ``${data.KEY}``, ``${vars.KEY}``, ``${STAGE.OUTPUT}`` of an earlier stage
+of the pipeline file), ``${zoo_dir}`` (the model zoo, :mod:`sadpipe.zoo`), ``${data.KEY}``, ``${vars.KEY}``, ``${STAGE.OUTPUT}`` of an earlier stage
 or of the stage itself; ``$$`` is a literal ``$``. Relative paths in ``inputs``, ``outputs``,
 ``clean`` and ``given`` are taken from the current folder. Nothing in the file is executed.
 """
@@ -41,7 +41,9 @@ from pathlib import Path
 
 from sadpipe.config import parse_value, set_value
 from sadpipe.errors import UserError
-from sadpipe.pipeline.data import DATA_STAGE, DataError, data_stage, data_values, with_defaults
+from sadpipe.pipeline.data import (DATA_STAGE, ZOO_REFERENCE, DataError, data_stage, data_values,
+                                   with_defaults)
+from sadpipe.zoo import ZOO_DIR
 from sadpipe.pipeline.references import BadReference, as_text, substitute
 from sadpipe.pipeline.report_spec import ReportSpec, parse_report
 from sadpipe.pipeline.stage import DEFAULT_NPROC, Stage
@@ -101,8 +103,13 @@ def load_pipeline(path, *, workdir=None, overrides: tuple[str, ...] = ()) -> Pip
         first = data_stage(source, settings, workdir)
     except DataError as err:
         raise UserError(f"{where}: {err}") from None
+    try:
+        data_namespace = data_values(settings)
+    except DataError as err:
+        raise UserError(f"{where}: {err}") from None
     values = {"workdir": str(workdir), "pipeline_dir": os.path.abspath(path.parent),
-              **{key: as_text(v) for key, v in data_values(settings).items()},
+              ZOO_REFERENCE: str(ZOO_DIR),
+              **{key: as_text(v) for key, v in data_namespace.items()},
               **{f"vars.{key}": as_text(v) for key, v in variables.items()},
               **{f"{DATA_STAGE}.{key}": str(p) for key, p in first.outputs.items()}}
     stages = [first]

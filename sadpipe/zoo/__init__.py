@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from sadpipe.errors import UserError
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -37,6 +35,8 @@ def teacher_path() -> Path:
 def read_body_file(path) -> dict:
     """A body file's payload: {"format", "version", "arch", "norm", "state_dict",
     "provenance"}; a missing or foreign file is a UserError naming it."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no pretrained body file (make one with `sadpipe pretrain`)")

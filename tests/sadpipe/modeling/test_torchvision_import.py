@@ -25,11 +25,16 @@ def test_import_gives_torchvision_outputs(tmp_path):
         tv_cls = tv.head.classification_head(features)
         tv_box = tv.head.regression_head(features)
         tv_anchors = tv.anchor_generator(ImageList(x, [(256, 384)]), features)[0]
+        model.channels_last = False  # torchvision's own layout: the same arithmetic
         cls, box = model(x)
+        model.channels_last = True  # sadpipe's CPU default: other blocking, float32 rounding
+        cls_nhwc, box_nhwc = model(x)
     keep = [cid for cid, _ in coco_categories()]
     # slicing the conv changes its blocking: equal up to float32 rounding
     torch.testing.assert_close(cls, tv_cls[..., keep], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(box, tv_box, rtol=0, atol=0)
+    torch.testing.assert_close(cls_nhwc, tv_cls[..., keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(box_nhwc, tv_box, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(spec.anchor_layout.anchors((256, 384)), tv_anchors, rtol=0, atol=0)
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from sadpipe import zoo
 from sadpipe.config import load_config
 from sadpipe.pipeline import find_pipeline, load_pipeline, shipped_pipelines
 from sadpipe.pipeline.shipped import SHIPPED_DIR
@@ -31,7 +32,7 @@ def arg(stage, flag: str) -> str:
 
 
 def test_shipped_pipelines_are_found_in_the_package():
-    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", *PAPER}
+    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", "toy_zoo", *PAPER}
     assert SHIPPED_DIR.resolve() == REPO_PIPELINES.resolve()  # sadpipe/pipelines -> ../pipelines
     assert find_pipeline("toy_sad") == SHIPPED_DIR / "toy_sad.toml"
     assert find_pipeline("coco_r50_from_r101.toml") == SHIPPED_DIR / "coco_r50_from_r101.toml"
@@ -136,10 +137,21 @@ def test_toy_pipeline_is_the_embedded_default(tmp_path):
         assert "train.seed=5" in pipeline.stage(name).args
     for stage in pipeline.stages:
         assert stage.nproc == 1
-    for name in ("teacher", "student"):  # the lead's configs, schedule unchanged by default
+    for name in ("student", "student_sad"):  # the students' configs keep their schedule
         cfg = train_config(pipeline.stage(name))
         lead = load_config(REPO_PIPELINES / f"toy_{name}.toml")
-        assert cfg["solver"]["max_iter"] == lead["solver"]["max_iter"]
+        assert cfg["solver"] == lead["solver"] and cfg["model"]["pretrained"] is True
+    # the teacher is the zoo's by default; training it here is one setting away
+    assert pipeline.stage("teacher").given
+    assert pipeline.stage("teacher").outputs["model"] == zoo.teacher_path()
+    trained = load_pipeline(find_pipeline("toy_sad"), workdir=tmp_path / "w",
+                            overrides=('data.teacher_checkpoint=""',))
+    assert not trained.stage("teacher").given
+    assert train_config(trained.stage("teacher"))["model"]["pretrained"] is True
+
+
+def toy_solver(name: str) -> dict:
+    return load_config(REPO_PIPELINES / f"toy_{name}.toml")["solver"]
 
 
 def test_custom_pipeline_is_the_embedded_chain_on_coco_paths(tmp_path):
@@ -162,12 +174,14 @@ def test_custom_pipeline_is_the_embedded_chain_on_coco_paths(tmp_path):
         assert arg(custom.stage(name), "--config") == arg(toy.stage(name), "--config")
     solvers = {name: train_config(custom.stage(name)) for name in TRAIN_STAGES}
     assert [(c["solver"]["max_iter"], c["solver"]["steps"]) for c in solvers.values()] == \
-           [(30, [20, 25]), (40, [700, 900]), (1000, [9])]
+           [(30, [20, 25]), (40, toy_solver("student")["steps"]),
+            (toy_solver("student_sad")["max_iter"], [9])]
     assert all(c["train"]["seed"] == 5 and c["model"]["pretrained"] is True
                for c in solvers.values())
 
     default = load_pipeline(find_pipeline("custom_sad"), workdir=tmp_path / "w")
-    for name in TRAIN_STAGES:   # defaults: toy_sad's schedule, no pretrained body
+    for name in TRAIN_STAGES:   # defaults: toy_sad's schedule, the zoo's pretrained bodies
         cfg, lead = train_config(default.stage(name)), train_config(toy.stage(name))
         assert cfg["solver"] == lead["solver"] and cfg["model"] == lead["model"]
-        assert cfg["train"]["seed"] == 0
+        assert cfg["model"]["pretrained"] is True and cfg["train"]["seed"] == 0
+    assert not default.stage("teacher").given  # your data: no zoo teacher for its classes
