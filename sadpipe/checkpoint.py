@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -22,7 +21,7 @@ from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
 from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.retinanet import RetinaNet, select_classes
-from sadpipe.serialization import plain_dict
+from sadpipe.serialization import load_tagged, plain_dict
 
 FORMAT = "sadpipe-checkpoint"
 VERSION = 1
@@ -117,19 +116,10 @@ def save_checkpoint(path, spec: ModelSpec, model: torch.nn.Module, **extra) -> N
 
 def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint file; raises UserError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
-        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path}: not a sadpipe checkpoint (no '{FORMAT}' header); "
-                        "use `sadpipe import-torchvision` for torchvision weights")
-    if payload.get("version") != VERSION:
-        raise UserError(f"{path}: checkpoint version {payload.get('version')} is not supported "
-                        f"(expected {VERSION})")
+    payload = load_tagged(path, format_name=FORMAT, version=VERSION, what="checkpoint",
+                          missing="checkpoint file not found",
+                          foreign=f"not a sadpipe checkpoint (no '{FORMAT}' header); use "
+                                  "`sadpipe import-torchvision` for torchvision weights")
     arch = payload["model"].get("arch")
     if arch not in ARCHS:
         raise UserError(f"{path}: model.arch '{arch}' is unknown (known: {', '.join(ARCHS)})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sadpipe.errors import UserError
+from sadpipe.serialization import load_tagged
 
 ZOO_DIR = Path(__file__).resolve().parent
 BODY_FORMAT = "sadpipe-body"
@@ -35,21 +36,9 @@ def teacher_path() -> Path:
 def read_body_file(path) -> dict:
     """A body file's payload: {"format", "version", "arch", "norm", "state_dict",
     "provenance"}; a missing or foreign file is a UserError naming it."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no pretrained body file (make one with `sadpipe pretrain`)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
-        raise UserError(f"{path}: not a readable body file ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != BODY_FORMAT:
-        raise UserError(f"{path}: not a sadpipe pretrained body (no '{BODY_FORMAT}' header)")
-    if payload.get("version") != BODY_VERSION:
-        raise UserError(f"{path}: body file version {payload.get('version')} is not supported "
-                        f"(expected {BODY_VERSION})")
-    return payload
+    return load_tagged(path, format_name=BODY_FORMAT, version=BODY_VERSION, what="body file",
+                       missing="no pretrained body file (make one with `sadpipe pretrain`)",
+                       foreign=f"not a sadpipe pretrained body (no '{BODY_FORMAT}' header)")
 
 
 def load_body(path, *, arch: str, norm: str) -> dict:

@@ -109,6 +109,24 @@ def test_given_outputs_replace_the_stage(tmp_path):
     assert given.stage("eval").args[1] == str(expected)
 
 
+def test_zoo_dir_names_the_model_zoo(tmp_path):
+    """${zoo_dir} in data.teacher_checkpoint (and in stage strings) is the zoo's folder; any
+    other reference there is a one-line error."""
+    from sadpipe import zoo
+
+    text = PIPELINE.replace("EXTRA_TRAIN_ARGS", "").replace(
+        'clean = ["${workdir}/train"]', 'clean = ["${workdir}/train"]\n'
+        'given = { model = "${data.teacher_checkpoint}" }')
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    given = load_pipeline(path, workdir=tmp_path / "w",
+                          overrides=('data.teacher_checkpoint="${zoo_dir}/toy_teacher.pt"',))
+    assert given.stage("train").outputs == {"model": zoo.ZOO_DIR / "toy_teacher.pt"}
+    with pytest.raises(UserError, match=r"data.teacher_checkpoint: unknown reference \$\{workdir\}"):
+        load_pipeline(path, workdir=tmp_path / "w",
+                      overrides=('data.teacher_checkpoint="${workdir}/t.pt"',))
+
+
 def test_coco_data_paths_relative_to_root(tmp_path):
     path = tmp_path / "coco.toml"
     path.write_text(dedent(f"""
