@@ -39,6 +39,10 @@ class StageEstimate:
     seconds: float
 
 
+UNIT_NAMES = {"toy-data": "images", "train": "images", "pseudo-label": "images",
+              "cache-logits": "views", "eval": "images"}
+
+
 def calibration_seconds() -> float:
     """Seconds of CALIBRATION_STEPS training steps of a toy_student on a fixed random batch
     (one untimed step first)."""

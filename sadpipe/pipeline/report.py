@@ -115,14 +115,37 @@ def cache_sizes(path) -> dict:
 
 
 def stage_times(pipeline: Pipeline, state: RunState) -> list[dict]:
+    """Per stage: status, attempts, wall time, and its work (images generated, trained on or
+    run through the teacher; views cached) with the rate it ran at."""
     rows = []
     for stage in pipeline.stages:
         record = state.record(stage.name) or {}
+        wall = None if stage.given else record.get("wall_s")
+        work, unit = stage_work_done(pipeline, stage)
         rows.append({"name": stage.name, "command": stage.command or "",
                      "status": "given" if stage.given else record.get("status", "not run"),
                      "attempts": 0 if stage.given else record.get("attempts", 0),
-                     "wall_s": None if stage.given else record.get("wall_s")})
+                     "wall_s": wall, "work": work, "unit": unit,
+                     "per_s": work / wall if work and wall else None})
     return rows
+
+
+def stage_work_done(pipeline: Pipeline, stage) -> tuple[float | None, str]:
+    """(units, unit name) of the work a stage did; cached views are read from its manifest."""
+    from sadpipe.pipeline.estimate import UNIT_NAMES, image_counts, stage_work
+
+    if stage.given or stage.command not in UNIT_NAMES:
+        return None, ""
+    unit = UNIT_NAMES[stage.command]
+    if stage.command == "cache-logits":
+        manifest = stage.outputs.get("manifest")
+        if manifest is None or not manifest.is_file():
+            return None, unit
+        return float(load_json_file(manifest)["totals"]["views"]), unit
+    try:
+        return stage_work(stage, image_counts(pipeline), pipeline)[1], unit
+    except (OSError, ValueError, KeyError):
+        return None, unit
 
 
 # ---- markdown
@@ -141,12 +164,14 @@ def format_markdown(report: dict) -> str:
         lines.append(f"| {row['model']} | {ROLE_TITLES[role]} | {cells} |")
     lines += ["", "## Teacher cache", ""] + _cache_lines(report["caches"])
     lines += ["", "## Wall time per stage", "", "| # | Stage | Command | Status | Attempts | "
-              "Wall time |", "|---:|---|---|---|---:|---:|"]
+              "Wall time | Work | Rate |", "|---:|---|---|---|---:|---:|---:|---:|"]
     for n, row in enumerate(report["stages"], 1):
         wall = "" if row["wall_s"] is None else format_duration(row["wall_s"])
+        work = "" if row.get("work") is None else f"{row['work']:,.0f} {row['unit']}"
+        rate = "" if row.get("per_s") is None else f"{row['per_s']:.1f} {row['unit']}/s"
         lines.append(f"| {n} | {row['name']} | {row['command']} | {row['status']} | "
-                     f"{row['attempts']} | {wall} |")
-    lines += [f"| | total | | | | {format_duration(report['total_wall_s'])} |", "",
+                     f"{row['attempts']} | {wall} | {work} | {rate} |")
+    lines += [f"| | total | | | | {format_duration(report['total_wall_s'])} | | |", "",
               f"![precision-recall curves of the three models]({PR_PNG})", ""]
     return "\n".join(lines)
 
