@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sadpipe.modeling.boxes import box_coder
@@ -74,3 +75,38 @@ def test_crowd_regions_alone_and_in_build_targets():
         {"boxes": BOXES[:1], "labels": LABELS[:1]}])
     assert batch[0].tolist() == [IGNORE, BACKGROUND, IGNORE, 3, BACKGROUND]
     assert batch[1].tolist() == [BACKGROUND, BACKGROUND, BACKGROUND, 3, BACKGROUND]
+
+
+def _random_batch(generator, n, *, crowd: bool):
+    targets = []
+    for i in range(n):
+        k = int(torch.randint(0, 6, (1,), generator=generator))  # some images without boxes
+        xy = torch.rand(k, 2, generator=generator) * 140
+        wh = 4 + torch.rand(k, 2, generator=generator) * 70
+        t = {"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, 10, (k,), generator=generator)}
+        if crowd and i % 2:
+            t["crowd_boxes"] = torch.tensor([[20.0, 30.0, 90.0, 100.0]])
+        targets.append(t)
+    return targets
+
+
+@pytest.mark.parametrize("convention", ["torchvision", "detectron"])
+@pytest.mark.parametrize("crowd", [False, True])
+def test_batched_targets_equal_image_by_image_matching(convention, crowd):
+    """build_targets matches the whole batch at once; labels equal match_anchors' (torchvision's
+    Matcher) image by image, and so do the regression targets of every foreground anchor."""
+    from sadpipe.modeling.anchors import AnchorLayout
+    from sadpipe.modeling.boxes import BoxConvention
+
+    generator = torch.Generator().manual_seed(0)
+    anchors = AnchorLayout(size_factor=2.0).anchors((160, 224))
+    boxes = BoxConvention(convention)
+    for _ in range(5):
+        targets = _random_batch(generator, 6, crowd=crowd)
+        labels, deltas = build_targets(anchors, targets, convention=boxes)
+        for i, t in enumerate(targets):
+            want, matched = match_anchors(anchors, t["boxes"], t["labels"],
+                                          crowd_boxes=t.get("crowd_boxes"), convention=boxes)
+            assert torch.equal(labels[i], want)
+            fg = want >= 0
+            assert torch.equal(deltas[i][fg], boxes.encode(matched, anchors)[fg])
