@@ -16,19 +16,20 @@ import torch
 
 from sadpipe.config import load_config
 
-# Seconds per unit of work on the reference machine (2 threads), measured with `sadpipe demo`
-# (README, "Measured results"); the key is (command, arch or None).
+# Seconds per unit of work on the reference machine (2 threads), measured with `sadpipe demo
+# --seed 0` (README, "Measured results": (wall time - STAGE_START_S) / work); the key is
+# (command, arch or None).
 REFERENCE_SECONDS = {
-    ("toy-data", None): 0.0077,            # per image generated
-    ("train", "toy_student"): 0.0140,      # per image trained on (labeled batches)
-    ("train", "toy_student+distill"): 0.0180,  # per image trained on, from teacher shards
-    ("train", "toy_teacher"): 0.0290,
-    ("pseudo-label", None): 0.0095,        # per unlabeled image
-    ("cache-logits", None): 0.0120,        # per view (teacher forward + encode + write)
-    ("eval", None): 0.0150,                # per val image
+    ("toy-data", None): 0.0049,            # per image generated
+    ("train", "toy_student"): 0.0117,      # per image trained on (labeled batches)
+    ("train", "toy_student+distill"): 0.0186,  # per image trained on, from teacher shards
+    ("train", "toy_teacher"): 0.0267,      # per image, toy_teacher.toml (multi-scale)
+    ("pseudo-label", None): 0.0103,        # per unlabeled image
+    ("cache-logits", None): 0.0300,        # per view counted as 2 × images (teacher + encode)
+    ("eval", None): 0.0250,                # per val image
 }
 STAGE_START_S = 4.0           # a stage process importing torch and reading its inputs
-REFERENCE_CALIBRATION_S = 0.78  # `calibration_seconds()` on the reference machine
+REFERENCE_CALIBRATION_S = 0.23  # `calibration_seconds()` on the reference machine (median of 3)
 CALIBRATION_STEPS = 3
 CACHED_VIEWS = 2              # orig + hflip
 

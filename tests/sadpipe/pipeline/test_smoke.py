@@ -1,6 +1,7 @@
 """CI smoke test: the embedded pipeline (pipelines/toy_sad.toml, what `sadpipe demo` runs) end
-to end at toy size, every artifact and the report's structure, then a second run that skips
-everything. Runs as soon as pseudo-label, cache-logits and distillation are installed."""
+to end at toy size on its default path, the zoo teacher (sadpipe/zoo/toy_teacher.pt, given, not
+trained): every artifact and the report's structure, then a second run that skips everything.
+The path that trains its own teacher (`sadpipe demo --train-teacher`) runs once more, briefly."""
 import importlib.util
 import json
 
@@ -10,8 +11,9 @@ from click.testing import CliRunner
 from sadpipe.commands.run import command as run_command
 from sadpipe.pipeline import find_pipeline
 from sadpipe.pipeline.shipped import SHIPPED_DIR
+from sadpipe.zoo import ZOO_DIR
 
-STAGES = ["data", "teacher", "student", "pseudo_label", "cache_labeled", "cache_pseudo",
+STAGES = ["data", "student", "pseudo_label", "cache_labeled", "cache_pseudo",
           "student_sad", "eval_teacher", "eval_student", "eval_student_sad"]
 TOY_SIZE = ("data.num_train=8", "data.num_unlabeled=4", "data.num_val=4",
             "vars.teacher_iters=2", "vars.student_iters=2", "vars.distill_iters=2")
@@ -33,9 +35,9 @@ def _missing() -> list[str]:
 pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"not installed yet: {_missing()}")
 
 
-def _run(workdir):
+def _run(workdir, *extra):
     args = [str(find_pipeline("toy_sad")), "--workdir", str(workdir)]
-    for item in TOY_SIZE:
+    for item in TOY_SIZE + extra:
         args += ["--set", item]
     return CliRunner().invoke(run_command, args)
 
@@ -47,10 +49,13 @@ def test_embedded_pipeline_end_to_end(tmp_path):
     state = json.loads((workdir / "state.json").read_text())["stages"]
     assert list(state) == STAGES
     assert all(state[name]["status"] == "done" for name in STAGES)
+    assert not (workdir / "teacher").exists()                      # the zoo's teacher, not trained
+    manifest = json.loads((workdir / "cache" / "pseudo" / "manifest.json").read_text())
+    assert f"--teacher {ZOO_DIR / 'toy_teacher.pt'} " in manifest["command"]
     for name in STAGES:
         assert (workdir / "logs" / f"{name}.log").stat().st_size > 0
     for path in ("data/annotations/train.json", "data/annotations/val.json",
-                 "data/annotations/unlabeled.json", "teacher/model_final.pt",
+                 "data/annotations/unlabeled.json",
                  "student/model_final.pt", "student_sad/model_final.pt", "pseudo/pseudo.json",
                  "cache/labeled/manifest.json", "cache/pseudo/manifest.json",
                  "eval/teacher/metrics.json", "eval/student/metrics.json",
@@ -72,8 +77,11 @@ def test_embedded_pipeline_end_to_end(tmp_path):
         manifest = json.loads((workdir / "cache" / cache[6:] / "manifest.json").read_text())
         assert report["caches"][cache]["samples"] == manifest["totals"]["samples"] > 0
         assert report["caches"][cache]["views"] == 2 * manifest["totals"]["samples"]
-    assert [row["name"] for row in report["stages"]] == STAGES
-    assert all(row["wall_s"] > 0 for row in report["stages"])
+    rows = {row["name"]: row for row in report["stages"]}
+    assert list(rows) == ["data", "teacher"] + STAGES[1:]
+    assert rows["teacher"]["status"] == "given" and rows["teacher"]["wall_s"] is None
+    assert all(rows[name]["wall_s"] > 0 for name in STAGES)
+    assert report["models"]["teacher"]["AP"] > 0                    # the zoo teacher has learned
     markdown = (workdir / "report.md").read_text()
     assert "| Student model | Baseline mAP | Teacher model | Baseline mAP | " \
            "Student mAP after distillation |" in markdown
@@ -82,3 +90,14 @@ def test_embedded_pipeline_end_to_end(tmp_path):
     again = _run(workdir)
     assert again.exit_code == 0, again.output
     assert "0 of 10 stages ran" in again.output
+
+
+def test_embedded_pipeline_trains_its_own_teacher(tmp_path):
+    workdir = tmp_path / "demo"
+    result = _run(workdir, 'data.teacher_checkpoint=""', "data.num_val=2")
+    assert result.exit_code == 0, result.output
+    state = json.loads((workdir / "state.json").read_text())["stages"]
+    assert list(state) == ["data", "teacher"] + STAGES[1:]
+    assert state["teacher"]["status"] == "done"
+    manifest = json.loads((workdir / "cache" / "pseudo" / "manifest.json").read_text())
+    assert f"--teacher {workdir / 'teacher' / 'model_final.pt'} " in manifest["command"]
