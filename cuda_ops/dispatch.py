@@ -93,7 +93,7 @@ def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, normalizer=None
 def adaptive_distillation_loss(student_logits, teacher_probs, labels=None, *, alpha=0.5,
                                gamma=2.0, beta=0.0, normalizer=None, normalizer_power=1.8,
                                backend="auto"):
-    """Adaptive distillation loss (DESIGN.md) of a student against a teacher's probabilities.
+    """Adaptive distillation loss (the README's formula) of a student against a teacher's probabilities.
 
     Args:
         student_logits: (M, C) float32 (float64 also accepted by ``backend="torch"``).

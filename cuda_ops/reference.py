@@ -41,7 +41,7 @@ def sigmoid_focal_loss(logits, labels, normalizer, *, alpha=0.25, gamma=2.0):
 def adaptive_distillation_loss(
     student_logits, teacher_probs, labels, normalizer, *, alpha=0.5, gamma=2.0, beta=0.0
 ):
-    """Adaptive distillation loss (DESIGN.md), summed over rows not ignored, / ``normalizer``.
+    """Adaptive distillation loss (the README's formula), summed over rows not ignored, / ``normalizer``.
 
     student_logits, teacher_probs: (M, C); labels: (M,) int64 or None; normalizer: 0-dim.
     """

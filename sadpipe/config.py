@@ -1,7 +1,7 @@
 """Training configuration: TOML files layered on defaults, plus ``--set key=value``.
 
-Defaults are the paper's (DESIGN.md). A config file or override may only set keys that
-exist here, with a value of the same type; anything else is a one-line error.
+Defaults are the paper's (README: conventions of the release). A config file or override may
+only set keys that exist here, with a value of the same type; anything else is a one-line error.
 """
 from __future__ import annotations
 

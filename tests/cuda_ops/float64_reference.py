@@ -1,4 +1,4 @@
-"""Independent float64 references for the cuda_ops tests, written from DESIGN.md's formulas
+"""Independent float64 references for the cuda_ops tests, written from the README's formulas
 (not from cuda_ops' code): element losses in float64, gradients by torch autograd."""
 import torch
 

@@ -1,5 +1,5 @@
 """cuda_ops.adaptive_distillation_loss on every backend against an independent float64
-reference (DESIGN.md's formula, gradients by autograd), hand-computed values and gradcheck."""
+reference (the README's ADL formula, gradients by autograd), hand-computed values and gradcheck."""
 import math
 
 import pytest

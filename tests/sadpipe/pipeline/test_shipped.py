@@ -1,4 +1,5 @@
-"""The shipped pipelines load, and their settings are those of DESIGN.md (the paper's release)."""
+"""The shipped pipelines load, and their settings are those of the paper's release (README:
+conventions of the release)."""
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from sadpipe.pipeline import find_pipeline, load_pipeline, shipped_pipelines
 from sadpipe.pipeline.shipped import SHIPPED_DIR
 
 REPO_PIPELINES = Path(__file__).resolve().parents[3] / "pipelines"
-# DESIGN.md, "Paper schedule": per pipeline (teacher arch, student arch, short side, max side).
+# The release's settings (README: conventions of the release): per pipeline (teacher arch,
+# student arch, short side, max side).
 PAPER = {
     "coco_r50_from_r101": ("resnet101", "resnet50", 600, 1000),
     "coco_r101_from_x101": ("resnext101_64x4d", "resnet101", 500, 833),
