@@ -145,10 +145,13 @@ def in_class_index_order(payload: dict, path) -> dict:
 
 
 def load_model(path, *, device="cpu") -> tuple[RetinaNet, ModelSpec]:
-    """Rebuild the model of a checkpoint in eval mode."""
+    """Rebuild the model of a checkpoint in eval mode. The global torch RNG is left as it was
+    (the random init that the weights overwrite draws from a fork): loading a teacher does not
+    change the student's init."""
     payload = load_checkpoint(path)
     spec = ModelSpec.from_dict(payload["model"])
-    model = spec.build()
+    with torch.random.fork_rng(devices=[]):
+        model = spec.build()
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), spec
 

@@ -23,7 +23,9 @@ from sadpipe.config import load_config
               help="Distil from cached teacher scores of the PSEUDO-LABELED set (train ∪ unlabeled).")
 @click.option("--teacher", "teacher_ckpt", type=click.Path(dir_okay=False),
               help="Distil from a live teacher checkpoint run inside every step (online mode; "
-                   "data from data.train_annotations and data.pseudo_annotations).")
+                   "data from data.train_annotations and data.pseudo_annotations). With "
+                   "--teacher-shards / --pseudo-shards: the cached batches, rescored by the "
+                   "teacher that made them (what the cache's codec costs, measured).")
 def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shards, teacher_ckpt):
     """Train a RetinaNet detector on a COCO-format dataset, optionally distilling a teacher.
 
@@ -36,6 +38,8 @@ def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shar
     scores all come from the shards):
       sadpipe train --config pipelines/toy_student_sad.toml --out runs/student_sad \\
           --teacher-shards shards/labeled --pseudo-shards shards/pseudo
+    The same batches with the live teacher's exact scores instead of the cached ones (slower;
+    to measure what the cache costs): add --teacher runs/teacher/model_final.pt.
 
     Batches alternate between the labeled and the pseudo-labeled set (distill.pattern);
     each gets focal + box loss on its (pseudo-)labels plus the adaptive distillation loss.

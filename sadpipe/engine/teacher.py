@@ -1,7 +1,8 @@
 """The teacher at training scale: dense class probabilities for exactly the student's views.
 
-Used offline by ``cache-logits`` (one view at a time, on the view's own padded grid) and
-online by ``train --teacher`` (a whole student batch).
+Used offline by ``cache-logits`` (each view on its own padded grid) and online by
+``train --teacher`` (a whole student batch, or, on batches read from shards, each view on its
+own padded grid again: the cache's scores without the codec).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sadpipe.checkpoint import ModelSpec, load_model
 from sadpipe.data.categories import same_ids
 from sadpipe.data.transforms import Preprocessing, make_view, renormalize
 from sadpipe.errors import UserError
-from sadpipe.modeling.distill import view_anchor_mask
+from sadpipe.modeling.distill import to_batch_layout, view_anchor_mask
 
 
 def check_teacher_compatible(teacher: ModelSpec, student: ModelSpec, *, source) -> None:
@@ -68,6 +69,21 @@ class Teacher:
         masks = [view_anchor_mask(layout, tuple(r["padded_size"]), tuple(images.shape[-2:]))
                  for r in recipes]
         return probs, torch.stack(masks)
+
+    @torch.no_grad()
+    def cached_views_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
+        """As :meth:`batch_probs`, but each view runs alone on its own padded grid, as
+        ``cache-logits`` runs it, then is placed on the batch grid: the scores a cache of these
+        views holds, before encoding. images: (N, 3, H, W) student batch."""
+        batch_hw = tuple(images.shape[-2:])
+        probs, masks = [], []
+        for i, recipe in enumerate(recipes):
+            h, w = recipe["padded_size"]
+            view_probs, _ = self.batch_probs(images[i:i + 1, :, :h, :w], [recipe], student_prep)
+            placed, mask = to_batch_layout(view_probs[0], self.spec.anchor_layout, (h, w), batch_hw)
+            probs.append(placed)
+            masks.append(mask)
+        return torch.stack(probs), torch.stack(masks)
 
     def _teacher_prep(self, view_prep: Preprocessing) -> Preprocessing:
         return self.spec.preprocessing.with_sizes_of(view_prep)

@@ -68,9 +68,6 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
                         f"by the number of processes {dist.world_size}")
     shard_dirs = {LABELED: teacher_shards, PSEUDO: pseudo_shards}
     distill_from_shards = any(shard_dirs.values())
-    if distill_from_shards and teacher:
-        raise UserError("--teacher and --teacher-shards/--pseudo-shards exclude each other: "
-                        "distil from the cache or from a live teacher")
     spec = model_spec_from_config(cfg, _categories(cfg, shard_dirs))
     sources = _source_names(cfg, shard_dirs, distill=distill_from_shards or bool(teacher))
     pattern = [name for name in cfg["distill"]["pattern"] if name in sources] or [LABELED]
@@ -81,7 +78,9 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     for source in sources.values():
         if source[0] == "shards":  # refuse mismatching shards before writing anything
             from sadpipe.engine.shard_stream import check_shard_set
-            check_shard_set(source[1], spec, cfg, dist)
+            manifest = check_shard_set(source[1], spec, cfg, dist)
+            if teacher:  # rescoring the cached batches: only with the teacher that made them
+                _check_cached_teacher(source[1], manifest, teacher)
 
     run = RunDir(out_dir)
     if dist.is_main:
@@ -164,7 +163,8 @@ def build_optimizer(model, solver: dict) -> torch.optim.Optimizer:
 def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teacher=None,
                 with_stats: bool = False, dist: DistInfo = DistInfo()) -> tuple[dict, dict]:
     """Focal + box loss on the batch's (pseudo-)labels, plus the ADL when the batch carries
-    teacher scores (shards) or a live teacher is given.
+    teacher scores (shards) or a live teacher is given (which then scores the batch, replacing
+    any cached scores).
 
     Under DDP the normalisers (#foreground anchors, the ADL's Σ q^θ) are those of the global
     batch and each process's losses are scaled by the number of processes, so the gradient
@@ -180,8 +180,9 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
     stats = {}
     probs = mask = None
     normalizer = 0.0
-    if teacher is not None:
-        probs, mask = teacher.batch_probs(images, batch["recipes"], spec.preprocessing)
+    if teacher is not None:  # live: on each cached view as cache-logits ran it, else the batch
+        score = teacher.cached_views_probs if "teacher_probs" in batch else teacher.batch_probs
+        probs, mask = score(images, batch["recipes"], spec.preprocessing)
         normalizer = float(sum((probs[i][mask[i]].double() ** cfg["distill"]["normalizer_power"]).sum()
                                for i in range(len(probs))))
     elif "teacher_probs" in batch:
@@ -287,6 +288,14 @@ def _open_stream(name, source, spec, cfg, dist, *, start_batch: int):
                             seed_offset=0 if name == LABELED else 1)
     return streams.coco_stream(source[1], source[2], spec, cfg, dist, start_batch=start_batch,
                                seed_offset=0 if name == LABELED else 1)
+
+
+def _check_cached_teacher(shard_dir, manifest: dict, teacher) -> None:
+    cached = manifest["header"]["teacher"]["sha256"]
+    if file_sha256(teacher) != cached:
+        raise UserError(f"{teacher}: not the teacher {shard_dir} was cached from (sha256 "
+                        f"{cached[:12]}...); with --teacher-shards, --teacher rescores the cached "
+                        "views with the teacher that made them")
 
 
 def _unwrap(model):

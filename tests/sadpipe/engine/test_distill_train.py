@@ -228,6 +228,37 @@ def test_live_teacher_scores_match_the_cache(sad, tmp_path):
         assert _is_one_of(r["adl_normalizer"], possible, 1e-5), r
 
 
+def test_live_teacher_rescores_the_cached_batches(sad, tmp_path):
+    """--teacher with shards: the cache's batches (same images and labels: the same detection
+    losses at the first step, the teacher's loading leaving the student's init alone), scored
+    by the live teacher on each view's own grid as cache-logits scored them, so every
+    normaliser equals the cached one of that batch and the ADL differs by the codec only."""
+    runs = {}
+    for name, extra in (("cached", ()), ("live", ("--teacher", sad["teacher"]))):
+        out = tmp_path / name
+        result = _train(sad, out, "--teacher-shards", sad["labeled"], "--pseudo-shards", sad["pseudo"],
+                        *extra, **{"solver.max_iter": 4, "train.log_period": 1})
+        assert result.exit_code == 0, result.output
+        runs[name] = _metrics(out)
+    assert [r["source"] for r in runs["live"]] == ["labeled", "pseudo"] * 2
+    for cached, live in zip(runs["cached"], runs["live"], strict=True):
+        assert live["source"] == cached["source"]
+        assert live["adl_normalizer"] == pytest.approx(cached["adl_normalizer"], rel=1e-5)
+    first_cached, first_live = runs["cached"][0], runs["live"][0]
+    assert first_live["loss_cls"] == first_cached["loss_cls"]
+    assert first_live["loss_box"] == first_cached["loss_box"]
+    assert first_live["loss_adl"] == pytest.approx(first_cached["loss_adl"], rel=0.05)
+
+
+def test_rescoring_refuses_a_teacher_the_cache_was_not_made_with(sad, tmp_path):
+    other = tmp_path / "other_teacher.pt"
+    make_teacher(other, seed=1)
+    out = tmp_path / "run"
+    line = _one_line_error(_train(sad, out, "--teacher-shards", sad["labeled"], "--teacher", other))
+    assert f"{other}: not the teacher {sad['labeled']} was cached from" in line
+    assert not out.exists()
+
+
 def test_live_teacher_with_categories_listed_in_another_order(sad, tmp_path):
     """Labels that list the categories in another order distil the same student: the
     teacher's class c and the student's class c are the same category either way."""
