@@ -25,3 +25,4 @@ test: install
 bench: install
 	$(BIN)/python -m cuda_ops.bench
 	$(BIN)/python -m shards.bench
+	$(BIN)/python -m sadpipe.bench.train_step

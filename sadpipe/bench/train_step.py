@@ -17,7 +17,9 @@ median images/s of ``--repeats`` runs is reported with its ratio to "before":
   reported apart (it recompiles per input size).
 
 A step is forward, targets, losses, backward and the SGD update (``trainer.step_losses``);
-batches are built beforehand, so data loading is reported apart, per batch.
+batches are built beforehand, so data loading is reported apart, per batch. Target building
+(anchors + matching + box encoding, inside the step) is also timed apart: the whole batch at
+once ("targets ms", what training does) and image by image (what it did before).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from sadpipe.data.toy import generate_toy_dataset
 from sadpipe.engine import streams
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.engine.trainer import build_optimizer, model_spec_from_config, step_losses
-from sadpipe.modeling.targets import build_targets
+from sadpipe.modeling.targets import build_targets, match_anchors
 from sadpipe.pipeline.shipped import SHIPPED_DIR
 
 CONFIGS = {"toy_teacher": SHIPPED_DIR / "toy_teacher.toml",
@@ -104,12 +106,20 @@ class Stepper:
         return images / (time.perf_counter() - t0)
 
 
-def target_ms(spec, batches: list[dict]) -> float:
-    """Milliseconds per batch spent building anchors and matching targets."""
+def target_ms(spec, batches: list[dict], *, per_image: bool = False) -> float:
+    """Milliseconds per batch spent building anchors and matching targets: the whole batch at
+    once (``build_targets``, what training does) or image by image (``match_anchors`` and the
+    box encoding per image, what it did before)."""
     t0 = time.perf_counter()
     for batch in batches:
         anchors = spec.anchor_layout.anchors(tuple(batch["images"].shape[-2:]))
-        build_targets(anchors, batch["targets"], convention=spec.boxes)
+        if not per_image:
+            build_targets(anchors, batch["targets"], convention=spec.boxes)
+            continue
+        for t in batch["targets"]:
+            labels, matched = match_anchors(anchors, t["boxes"], t["labels"],
+                                            crowd_boxes=t.get("crowd_boxes"), convention=spec.boxes)
+            spec.boxes.encode(matched, anchors)
     return 1000 * (time.perf_counter() - t0) / len(batches)
 
 
@@ -125,7 +135,9 @@ def bench_arch(arch: str, annotations: Path, images: Path, variants, *, iters: i
         spec = model_spec_from_config(cfg, read_coco_json(annotations)["categories"])
         batches, data_s = make_batches(cfg, spec, warmup + iters)
         prepared[v.name] = (cfg, spec, batches)
+        target_ms(spec, batches[:1]), target_ms(spec, batches[:1], per_image=True)  # warm up
         rows[v.name].update(data_ms=1000 * data_s, target_ms=target_ms(spec, batches),
+                            target_ms_per_image=target_ms(spec, batches, per_image=True),
                             pixels=statistics.mean(b["images"][0, 0].numel() for b in batches))
     for _ in range(repeats):  # alternate: the CPU may be shared
         for v in variants:
@@ -143,13 +155,14 @@ def bench_arch(arch: str, annotations: Path, images: Path, variants, *, iters: i
 
 def format_table(rows: list[dict], *, show_compile: bool) -> str:
     head = (f"{'arch':<13}{'variant':<18}{'images/s':>9}{'× before':>10}{'padded px':>11}"
-            f"{'data ms/batch':>15}{'targets ms':>12}")
+            f"{'data ms/batch':>15}{'targets ms':>12}{'image by image':>16}")
     if show_compile:
         head += f"{'warm-up s':>11}"
     lines = [head]
     for r in rows:
         line = (f"{r['arch']:<13}{r['variant']:<18}{r['images_per_s']:>9.2f}{r['ratio']:>9.2f}x"
-                f"{r['pixels']:>11.0f}{r['data_ms']:>15.1f}{r['target_ms']:>12.1f}")
+                f"{r['pixels']:>11.0f}{r['data_ms']:>15.1f}{r['target_ms']:>12.1f}"
+                f"{r['target_ms_per_image']:>16.1f}")
         if show_compile:
             line += f"{r['compile_s']:>11.1f}"
         lines.append(line)
