@@ -134,7 +134,7 @@ def test_custom_pipeline_end_to_end(dataset, tmp_path):
     result = custom_run(dataset, workdir)
     assert result.exit_code == 0, result.output
     state = json.loads((workdir / "state.json").read_text())["stages"]
-    assert list(state) == STAGES[1:]          # the data stage is given, not run
+    assert list(state) == ["teacher", *STAGES[1:]]  # data given; the teacher trained on these labels
     assert all(record["status"] == "done" for record in state.values())
 
     report = json.loads((workdir / "report.json").read_text())
