@@ -16,6 +16,8 @@ from tests.cuda_ops.conftest import (
     random_labels,
 )
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 ADL = cuda_ops.adaptive_distillation_loss
 SETTINGS = [  # (alpha, gamma, beta)
     (0.5, 2.0, 0.0),  # the release

@@ -17,6 +17,8 @@ from tests.cuda_ops.conftest import (
     random_labels,
 )
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 FOCAL = cuda_ops.sigmoid_focal_loss
 SETTINGS = [(0.25, 2.0), (0.25, 0.0), (0.5, 1.0), (0.1, 2.5), (0.25, 0.5)]
 SHAPES = [(40, 7), (8, 37)]

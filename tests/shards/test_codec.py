@@ -12,6 +12,8 @@ from shards.synthetic import teacher_like_scores
 
 from . import adl_reference as ref
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 
 def logit(q):
     return np.log(q) - np.log1p(-q)

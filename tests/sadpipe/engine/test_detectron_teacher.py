@@ -20,6 +20,8 @@ from sadpipe.modeling.backbones import ArchSpec
 from tests.sadpipe.conftest import assert_one_line_error, tiny_train_overrides, write_tiny_coco
 from tests.sadpipe.modeling import detectron_reference as ref
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 ARCH, DEPTHS = "tiny_r", (1, 1, 1, 1)
 RELEASE_ANCHORS = ("model.anchor_size_factor=4.0", "model.aspect_ratios=[1.0, 2.0, 0.5]",
                    "model.anchor_convention=detectron")

@@ -41,6 +41,12 @@ SHARD_SIZE = 2        # two shards per set: one per process (DDP) or per loader 
 VIEWS = ("orig", "hflip")
 OTHER_CATEGORIES = [{"id": 3, "name": "square"}, {"id": 7, "name": "disc"}]
 EXACT = 1e-12         # relative: a logged normaliser is a sum of two cached ones
+# K processes vs one sum the same terms in another order, and float32 rounding differs with
+# the CPU's vector width; 3 SGD steps amplify it (measured, worst tensor: 3e-3 of its update
+# with AVX2 kernels, ~1e-6 after one step). The maths themselves (global normalisers) are
+# checked in float32-independent terms by tests/sadpipe/engine/test_distributed_losses.py,
+# where per-process normalisers change the gradient by ~100 %.
+UPDATE_RTOL = 2e-2
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -216,6 +222,7 @@ def test_batches_alternate_as_the_pattern_says(sad, tmp_path, streams, pattern, 
         assert r["loss_adl"] > 0 and 0 < r["mean_adw"] < 1 and 0 <= r["data_fraction"] <= 1
 
 
+@pytest.mark.numerics
 def test_live_teacher_scores_match_the_cache(sad, tmp_path):
     """Online mode (--teacher) runs the same teacher on the same views as cache-logits: each
     step's normaliser is a sum of cached ones, up to float32 batching differences."""
@@ -228,6 +235,7 @@ def test_live_teacher_scores_match_the_cache(sad, tmp_path):
         assert _is_one_of(r["adl_normalizer"], possible, 1e-5), r
 
 
+@pytest.mark.numerics
 def test_live_teacher_rescores_the_cached_batches(sad, tmp_path):
     """--teacher with shards: the cache's batches (same images and labels: the same detection
     losses at the first step, the teacher's loading leaving the student's init alone), scored
@@ -333,6 +341,7 @@ def test_non_finite_teacher_scores_name_shard_and_key(sad, tmp_path, edit, messa
 # ------------------------------------------------------------------------------ scale-out
 
 
+@pytest.mark.numerics
 def test_ddp_two_processes_equal_one_process(sad, tmp_path):
     """torchrun K=2 (gloo): each process reads one shard of each set; every step is the
     whole set (global batch = 4), so one process sees the same global batches."""
@@ -347,11 +356,19 @@ def test_ddp_two_processes_equal_one_process(sad, tmp_path):
     assert single.exit_code == 0, single.output
     _finish(ddp)
 
+    start = _train(sad, tmp_path / "start", "--teacher-shards", sad["labeled"],  # the initial weights
+                   "--pseudo-shards", sad["pseudo"], **overrides, **{"solver.base_lr": 0.0})
+    assert start.exit_code == 0, start.output
     a, b = _weights(tmp_path / "ddp" / "model_final.pt"), _weights(tmp_path / "single" / "model_final.pt")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5,
-                                   msg=lambda m, key=key: f"{key}: {m}")
+    init = _weights(tmp_path / "start" / "model_final.pt")
+    assert a.keys() == b.keys() == init.keys()
+    worst = 0.0
+    for key in a:  # what 3 updates did, equal up to float32 summation order (see UPDATE_RTOL)
+        moved_a, moved_b = (a[key] - init[key]).double(), (b[key] - init[key]).double()
+        difference = float((moved_a - moved_b).norm())
+        assert difference <= UPDATE_RTOL * float(moved_b.norm()), key
+        worst = max(worst, difference / max(float(moved_b.norm()), 1e-30))
+    print(f"K=2 vs one process: worst tensor differs by {worst:.1e} of its update")
     ddp_metrics, single_metrics = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "single")
     assert [r["iteration"] for r in ddp_metrics] == [1, 2, 3]       # one writer: rank 0
     for r, s in zip(ddp_metrics, single_metrics):  # global normalisers, not rank 0's share
@@ -364,6 +381,7 @@ def test_ddp_two_processes_equal_one_process(sad, tmp_path):
     assert "iteration=" not in rank_logs[1] and "wrote" not in rank_logs[1]
 
 
+@pytest.mark.numerics
 def test_resume_after_sigkill_continues_both_shard_streams(sad, tmp_path):
     """Batches of 3 from 2 loader workers (2-image shards, one per worker): batches cross
     epochs, and at the checkpoint (iteration 4) both streams stop in the middle of a shard."""

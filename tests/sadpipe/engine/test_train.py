@@ -51,6 +51,7 @@ def test_train_writes_run_folder(tiny_coco, tmp_path):
     assert provenance["started_from"] == {}
 
 
+@pytest.mark.numerics
 def test_category_listing_order_does_not_change_the_model(tiny_coco, tmp_path):
     """The same data with its categories listed in another order trains the same weights and
     classes (it used to be refused: the model took the file's order, the dataset sorted)."""
@@ -68,6 +69,7 @@ def test_category_listing_order_does_not_change_the_model(tiny_coco, tmp_path):
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
+@pytest.mark.numerics
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_coco, tmp_path):
     ann, images = tiny_coco
     ref = _run_cli(_args(ann, images, tmp_path / "ref", **{"solver.max_iter": 8}))

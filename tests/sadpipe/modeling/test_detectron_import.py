@@ -20,6 +20,8 @@ from sadpipe.modeling.backbones import ArchSpec
 from tests.sadpipe.conftest import assert_one_line_error, make_tiny_checkpoint
 from tests.sadpipe.modeling import detectron_reference as ref
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 R50_DEPTHS = (3, 4, 6, 3)
 # Reduced-depth bodies built by the same code, registered for these tests only.
 TINY = {"tiny_r": (1, 1, 1, 1), "tiny_r_deep4": (1, 1, 2, 1)}

@@ -1,9 +1,12 @@
 """ADL assembly against a hand-assembled float64 reference; batch-layout placement."""
+import pytest
 import torch
 
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.distill import adaptive_distillation_loss, mean_adaptive_weight, to_batch_layout
 from sadpipe.modeling.targets import IGNORE
+
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 
 LAYOUT = AnchorLayout(size_factor=1.0)
 

@@ -1,7 +1,10 @@
+import pytest
 import torch
 
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.postprocess import postprocess
+
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 
 LAYOUT = AnchorLayout(size_factor=1.0)
 PADDED = (128, 128)

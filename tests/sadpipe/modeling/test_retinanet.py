@@ -10,6 +10,8 @@ from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
 from sadpipe.modeling.retinanet import RetinaNet, init_head_towers
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 
 def _tower_convs(model):
     return [m for branch in (model.head.classification_head, model.head.regression_head)

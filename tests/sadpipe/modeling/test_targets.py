@@ -4,6 +4,8 @@ import torch
 from sadpipe.modeling.boxes import box_coder
 from sadpipe.modeling.targets import BACKGROUND, IGNORE, build_targets, match_anchors
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 ANCHORS = torch.tensor([
     [0, 0, 10, 10],      # IoU 1.0 with box A          → class 3
     [0, 0, 10, 18],      # IoU 100/180 = 0.556 with A  → class 3

@@ -10,6 +10,8 @@ from sadpipe.config import load_config
 from sadpipe.data import toy, toy_crops
 from sadpipe.pipeline import find_pipeline, load_pipeline
 
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
 ZOO_PIPELINE = "toy_zoo"
 AP_TOLERANCE = 0.001  # ± 0.1 AP points
 TEACHER_AP_TARGET = 0.35  # the paper's teachers: 36.0 and 36.6 COCO AP
