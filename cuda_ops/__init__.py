@@ -7,11 +7,32 @@ This package knows nothing about detection and imports nothing from ``sadpipe``.
     loss = cuda_ops.sigmoid_focal_loss(logits, labels)                    # (M, C), (M,)
     loss = cuda_ops.adaptive_distillation_loss(student_logits, teacher_probs, labels)
     n = cuda_ops.power_sum(teacher_probs, 1.8)                            # ADL normaliser
+
+The public names load on first use (PEP 562), so that ``cuda_ops.fastmath`` — the
+vectorisable float32 maths the shard encoder shares — imports without torch.
 """
-from cuda_ops.constants import BACKGROUND, IGNORE
-from cuda_ops.dispatch import adaptive_distillation_loss, power_sum, sigmoid_focal_loss
-from cuda_ops.errors import LossInputError
-from cuda_ops.validation import BACKENDS
+import importlib
+
+_PUBLIC = {  # name -> module that defines it
+    "BACKGROUND": "cuda_ops.constants",
+    "IGNORE": "cuda_ops.constants",
+    "adaptive_distillation_loss": "cuda_ops.dispatch",
+    "power_sum": "cuda_ops.dispatch",
+    "sigmoid_focal_loss": "cuda_ops.dispatch",
+    "LossInputError": "cuda_ops.errors",
+    "BACKENDS": "cuda_ops.validation",
+}
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'cuda_ops' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))
+
 
 __all__ = [
     "BACKENDS",
