@@ -19,7 +19,7 @@ from pathlib import Path
 
 from shards.errors import ManifestError, ShardMismatchError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one packed scores member per sample (sparse-v2); 1 is refused
 MANIFEST = "manifest.json"
 RUN = "run.json"
 PROGRESS = "progress"
@@ -206,7 +206,8 @@ def read_manifest(source):
         raise ManifestError(f"{where}: not a JSON object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{where}: format version {manifest.get('format_version')!r}, "
-                            f"this reader reads {FORMAT_VERSION}")
+                            f"this reader reads {FORMAT_VERSION} (run sadpipe cache-logits again "
+                            f"to rewrite the shards)")
     body = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
     if manifest.get(DIGEST_FIELD) != json_digest(body):
         raise ManifestError(f"{where}: content does not match its {DIGEST_FIELD} "

@@ -25,7 +25,7 @@ import webdataset as wds
 from webdataset.tariterators import tarfile_samples
 from webdataset.utils import pytorch_worker_info
 
-from shards.codec import check_payload, codec_from_params
+from shards.codec import codec_from_params, unpack_payload
 from shards.errors import CodecError, CorruptShardError, ShardError
 from shards.manifest import check_compatible, join_url, read_manifest
 from shards.sample import parse_sample
@@ -127,11 +127,10 @@ def decode_view(sample, name, out=None):
     if name not in sample["views"]:
         raise ShardError(f"{where}: no view {name!r} (has {sorted(sample['views'])})")
     codec = _codec(json.dumps(sample["codec"], sort_keys=True))
-    payload = sample["views"][name]["payload"]
     try:
-        check_payload(payload)
+        payload = unpack_payload(sample["views"][name]["payload"])
+        return codec.decode(payload, out=out)
     except CodecError as err:
         if "NaN/inf" in str(err):
             raise CorruptShardError(f"{where}: teacher scores contain NaN/inf") from None
         raise CorruptShardError(f"{where}: {err}") from None
-    return codec.decode(payload, out=out)

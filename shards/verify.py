@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shards.codec import codec_from_params, kept_fraction_per_level
-from shards.errors import ShardError
+from shards.codec import codec_from_params, kept_fraction_per_level, unpack_payload
+from shards.errors import CodecError, CorruptShardError, ShardError
 from shards.manifest import join_url, read_bytes, read_manifest
 from shards.reader import decode_view, read_shard
 from shards.sample import parse_sample
@@ -58,15 +58,22 @@ def _verify_shard(source, entry, codec_params, decode, report, kept_sum, kept_co
         report.samples += 1
         for name, view in sample["views"].items():
             report.views += 1
-            report.payload_bytes += sum(a.nbytes for a in view["payload"].values())
+            report.payload_bytes += len(view["payload"])
             if decode:
                 scores = decode_view(sample, name)
                 if not np.isfinite(scores).all():
                     raise ShardError(f"shard {entry['name']}, sample {sample['key']}: teacher "
                                      f"scores contain NaN/inf")
-            for level, fraction in enumerate(kept_fraction_per_level(view["payload"])):
+            for level, fraction in enumerate(kept_fraction_per_level(_payload(sample, name))):
                 if level == len(kept_sum):
                     kept_sum.append(0.0)
                     kept_count.append(0)
                 kept_sum[level] += fraction
                 kept_count[level] += 1
+
+
+def _payload(sample, name):
+    try:
+        return unpack_payload(sample["views"][name]["payload"])
+    except CodecError as err:
+        raise CorruptShardError(f"shard {sample['shard']}, sample {sample['key']}: {err}") from None

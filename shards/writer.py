@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.codec import kept_fraction_per_level, payload_nbytes
+from shards.codec import kept_fraction_per_level, pack_payload
 from shards.errors import ShardError, ShardMismatchError
 from shards.manifest import (MANIFEST, PROGRESS, RUN, first_difference, json_digest,
                              merge_manifests, read_json, run_identity, shard_name, show,
@@ -248,7 +248,8 @@ class ShardSession:
                       "kept_fraction_sum": [], "kept_fraction_count": []}
 
     def write(self, key, *, image_bytes, image_ext, target, views):
-        """Add one image. views: [dict(name, recipe, probs: (HWA, C), level_sizes)]."""
+        """Add one image. views: [dict(name, recipe, probs: (HWA, C), level_sizes)]; probs a
+        numpy array, or a torch tensor on the GPU the teacher ran on (encoded there)."""
         self._advance(key)
         encoded = [self._encode(key, view) for view in views]
         members = build_members(key, image_bytes=image_bytes, image_ext=image_ext,
@@ -280,18 +281,17 @@ class ShardSession:
         except (KeyError, TypeError):
             raise ShardError(f"sample {key}: each view needs name, recipe, probs, "
                              f"level_sizes") from None
-        probs = np.asarray(probs)
-        payload = self.writer.codec.encode(probs, level_sizes)
-        normalizer = float(np.sum(np.power(probs.astype(np.float64),
-                                           self.writer.normalizer_power)))
-        self._count_view(payload, probs)
-        return {"name": name, "recipe": recipe, "normalizer": normalizer, "payload": payload}
+        payload, normalizer = self.writer.codec.encode_view(  # probs: array, or GPU tensor
+            probs, level_sizes, normalizer_power=self.writer.normalizer_power)
+        packed = pack_payload(payload)
+        self._count_view(payload, len(packed), int(np.prod(probs.shape)))
+        return {"name": name, "recipe": recipe, "normalizer": normalizer, "payload": packed}
 
-    def _count_view(self, payload, probs):
+    def _count_view(self, payload, payload_bytes, entries):
         stats = self.stats
         stats["views"] += 1
-        stats["payload_bytes"] += payload_nbytes(payload)
-        stats["dense_fp16_bytes"] += probs.size * 2
+        stats["payload_bytes"] += payload_bytes
+        stats["dense_fp16_bytes"] += entries * 2
         for level, fraction in enumerate(kept_fraction_per_level(payload)):
             if level == len(stats["kept_fraction_sum"]):
                 stats["kept_fraction_sum"].append(0.0)

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from shards import CodecError, SparseCodec, codec_from_params, kept_fraction_per_level
-from shards.codec import LOGIT_MAX, VALUE_LEVELS, payload_nbytes
+from shards.codec import (LOGIT_MAX, VALUE_LEVELS, pack_payload, payload_nbytes, unpack_payload,
+                          _positions_from_gaps, _varint_gaps)
 from shards.quality import adl_and_grad, codec_error
 from shards.synthetic import teacher_like_scores
 
 from . import adl_reference as ref
+from .reference_encoder import reference_payload
 
 pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 
@@ -30,8 +32,7 @@ def test_hand_made_view_keeps_exact_entries_and_fills_the_rest():
     codec = SparseCodec(threshold=0.01, block=3)
     payload = codec.encode(probs, [3, 3])
     # kept positions (anchor * C + class): 1*2+0, 4*2+1, 5*2+0
-    assert payload["chunk_counts"].tolist() == [3]
-    assert payload["offsets"].tolist() == [2, 9, 10]
+    assert payload["positions"].tolist() == [2, 9, 10]
     decoded = codec.decode(payload)
     assert decoded.dtype == np.float32 and decoded.shape == (6, 2)
     step = (LOGIT_MAX - logit(0.01)) / (VALUE_LEVELS - 1)
@@ -143,7 +144,8 @@ def test_malformed_payloads_and_params_are_refused():
     payload = codec.encode(np.full((18, 2), 0.001, np.float32), [9, 9])
     for name, bad in [("values", payload["values"].astype(np.int32)),
                       ("fill", np.full_like(payload["fill"], np.nan)),
-                      ("offsets", np.zeros(3, np.uint16))]:
+                      ("positions", np.zeros(3, np.int64)),          # not ascending
+                      ("positions", np.array([40], np.int64))]:      # beyond the view
         with pytest.raises(CodecError):
             codec.decode(dict(payload, **{name: bad}))
     with pytest.raises(CodecError, match="fields"):
@@ -152,3 +154,90 @@ def test_malformed_payloads_and_params_are_refused():
         codec_from_params({"name": "zip"})
     with pytest.raises(CodecError, match="threshold"):
         SparseCodec(threshold=0)
+
+
+@pytest.mark.parametrize("size, classes, seed", [("coco", 80, 0), ("embedded", 10, 1),
+                                                 ("embedded", 10, 2)])
+def test_one_pass_encoder_matches_the_numpy_reference(size, classes, seed):
+    """shards.encode (numba, one pass) against the format-1 numpy encoder: the same kept
+    entries and codes, the same block offsets, the same stand-ins to float32 summation order
+    (compared decoded: where a level's loss does not depend on the contrast, e.g. one block
+    offset in use, the two fits may pick different but equivalent parameters), and the
+    normaliser against a float64 sum."""
+    ls = level_sizes_for(384, 512) if size == "coco" else level_sizes_for(160, 224)
+    dense = teacher_like_scores(sum(ls), classes, level_sizes=ls, rng=np.random.default_rng(seed))
+    codec = SparseCodec()
+    payload, normalizer = codec.encode_view(dense, ls, normalizer_power=1.8)
+    fill, codes, positions, values = reference_payload(dense, ls, threshold=codec.threshold,
+                                                       block=codec.block,
+                                                       value_bits=codec.value_bits)
+    np.testing.assert_array_equal(payload["positions"], positions)
+    np.testing.assert_array_equal(payload["values"], values)
+    assert np.mean(payload["block_offsets"] == codes) >= 0.999   # a rounding tie may differ
+    assert np.abs(payload["block_offsets"].astype(int) - codes).max() <= 1
+    reference = dict(payload, fill=fill.astype(np.float32), block_offsets=codes)
+    np.testing.assert_allclose(codec.decode(payload), codec.decode(reference), rtol=1e-4)
+    assert normalizer == pytest.approx(float(np.sum(dense.astype(np.float64) ** 1.8)), rel=1e-6)
+
+
+def test_stored_form_round_trips_and_is_close_to_the_payload():
+    ls = level_sizes_for(160, 224)
+    dense = teacher_like_scores(sum(ls), 10, level_sizes=ls, rng=np.random.default_rng(7))
+    codec = SparseCodec()
+    payload = codec.encode(dense, ls)
+    back = unpack_payload(pack_payload(payload))
+    assert set(back) == set(payload)
+    for name in payload:
+        assert back[name].dtype == payload[name].dtype and np.array_equal(back[name], payload[name])
+    raw = sum(np.asarray(a).nbytes for a in payload.values())
+    assert payload_nbytes(payload) < raw / 2   # varint gaps instead of int64 positions, zlib
+
+
+@pytest.mark.parametrize("positions", [[], [0], [5, 6, 7], [127, 128, 16511, 2**40, 2**40 + 1]])
+def test_position_gaps_round_trip(positions):
+    positions = np.array(positions, np.int64)
+    gaps = _varint_gaps(positions)
+    assert len(gaps) >= len(positions)
+    np.testing.assert_array_equal(_positions_from_gaps(gaps, len(positions)), positions)
+    assert _positions_from_gaps(gaps, len(positions) + 1) is None      # too few gaps
+    if len(positions):
+        assert _positions_from_gaps(gaps[:-1], len(positions)) is None  # cut short
+
+
+def test_damaged_stored_payloads_are_one_line_codec_errors():
+    codec = SparseCodec()
+    data = pack_payload(codec.encode(np.full((18, 2), 0.5, np.float32), [9, 9]))
+    import zlib
+    raw = zlib.decompress(data)
+    for bad, message in [(b"not zlib", "zlib"), (data[:-3], "zlib"),
+                         (zlib.compress(raw[:-1]), "truncated"),
+                         (zlib.compress(raw + b"x"), "after the values"),
+                         (zlib.compress(raw[:8]), "header")]:
+        with pytest.raises(CodecError, match=message) as info:
+            unpack_payload(bad)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("classes, seed", [(80, 3), (10, 4)])
+def test_torch_encoder_matches_the_numba_one(classes, seed):
+    """The device path (shards.encode_torch, here on CPU tensors) gives the payload and
+    normaliser of the numba encoder."""
+    import torch
+
+    from shards.codec import _value_grid
+    from shards.encode_torch import encode_view_torch
+
+    ls = level_sizes_for(384, 512) if classes == 80 else level_sizes_for(160, 224)
+    dense = teacher_like_scores(sum(ls), classes, level_sizes=ls, rng=np.random.default_rng(seed))
+    codec = SparseCodec()
+    payload, normalizer = codec.encode_view(dense, ls)
+    low, step = _value_grid(codec.threshold)
+    fill, codes, positions, values, n_torch = encode_view_torch(
+        torch.from_numpy(dense), np.array(ls), threshold=codec.threshold, block=codec.block,
+        value_low=low, value_step=step, value_max_code=VALUE_LEVELS - 1, normalizer_power=1.8)
+    np.testing.assert_array_equal(positions, payload["positions"])
+    np.testing.assert_array_equal(values, payload["values"])
+    assert np.mean(codes == payload["block_offsets"]) >= 0.999
+    other = dict(payload, fill=fill.astype(np.float32), block_offsets=codes)
+    np.testing.assert_allclose(codec.decode(other), codec.decode(payload), rtol=1e-4)
+    assert n_torch == pytest.approx(normalizer, rel=1e-6)

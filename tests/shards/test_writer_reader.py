@@ -10,6 +10,7 @@ import webdataset as wds
 from shards import (ChecksumError, CorruptShardError, ManifestError, ShardError,
                     ShardMismatchError, check_compatible, decode_view, merge_manifests,
                     read_manifest, shard_pipeline, verify_shards)
+from shards.codec import unpack_payload
 
 from .conftest import (CODEC, HEADER, LEVEL_SIZES, VIEWS, build, image_bytes, is_unreadable,
                        make_keys, target_of, view_probs, write_rank)
@@ -32,7 +33,9 @@ def test_round_trip_gives_back_every_stored_field(shard_dir):
             dense = view_probs(key, view)
             stored = sample["views"][view]
             assert stored["recipe"] == {"flip": view == "hflip", "scale": 1.5}
-            assert stored["normalizer"] == float(np.sum(dense.astype(np.float64) ** 1.8))
+            # float32-accurate terms, float64 sum (shards.encode)
+            assert stored["normalizer"] == pytest.approx(
+                float(np.sum(dense.astype(np.float64) ** 1.8)), rel=1e-6)
             expected = CODEC.decode(CODEC.encode(dense, LEVEL_SIZES))
             np.testing.assert_array_equal(decode_view(sample, view), expected)
 
@@ -61,7 +64,14 @@ def test_stock_webdataset_reads_the_shards(shard_dir):
     for sample in wds.WebDataset(urls, shardshuffle=False).decode():
         members = [k for k in sample if not k.startswith("__")]
         assert {m.rsplit(".", 1)[-1] for m in members} <= {"png", "jpg", "json", "npy"}
-        assert isinstance(sample["orig.values.npy"], np.ndarray)
+        assert sorted(members) == ["json", "png", "scores.npy", "sha256.json"]  # one per sample
+        scores = sample["scores.npy"]
+        assert isinstance(scores, np.ndarray) and scores.dtype == np.uint8
+        start, length = sample["json"]["views"][1]["payload"]  # any view, from its bytes alone
+        dense = view_probs(sample["__key__"], sample["json"]["views"][1]["name"])
+        np.testing.assert_array_equal(
+            CODEC.decode(unpack_payload(scores[start:start + length].tobytes())),
+            CODEC.decode(CODEC.encode(dense, LEVEL_SIZES)))
         assert sample["json"]["key"] == sample["__key__"]
         seen.append(sample["__key__"])
     assert len(seen) == 9
@@ -79,7 +89,7 @@ def _member_offset(path, suffix):
         return info.name.split(".")[0], info.offset_data
 
 
-@pytest.mark.parametrize("suffix", ["orig.values.npy", ".json", ".png", "hflip.fill.npy"])
+@pytest.mark.parametrize("suffix", ["scores.npy", ".json", ".png"])
 def test_a_flipped_byte_is_a_checksum_mismatch(shard_dir, suffix):
     path = shard_dir / "rank00-000001.tar"
     key, offset = _member_offset(path, suffix)
@@ -98,7 +108,7 @@ def test_a_truncated_tar_is_a_one_line_shard_error(shard_dir, keep):
     path = shard_dir / "rank01-000000.tar"
     data = path.read_bytes()
     if keep == "boundary":  # cut at a member boundary: the tar still parses, samples are lost
-        _, offset = _member_offset(path, "hflip.block_offsets.npy")
+        _, offset = _member_offset(path, "scores.npy")
         cut = offset - 512
     else:
         cut = int(len(data) * keep) + 100
@@ -115,23 +125,25 @@ def test_a_hand_edited_manifest_is_refused(shard_dir):
     path.write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="edited by hand"):
         read_manifest(shard_dir)
-    manifest["format_version"] = 99
-    path.write_text(json.dumps(manifest))
-    with pytest.raises(ManifestError, match="format version 99"):
-        read_manifest(shard_dir)
+    for old in (1, 99):  # format 1: the per-array members of earlier releases
+        manifest["format_version"] = old
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(ManifestError, match=f"format version {old}, this reader reads 2 "
+                                                r"\(run sadpipe cache-logits again"):
+            read_manifest(shard_dir)
     with pytest.raises(ManifestError, match="missing"):
         read_manifest(shard_dir / "nowhere")
 
 
 def test_non_finite_teacher_scores_are_reported(tmp_path, monkeypatch):
-    encode = type(CODEC).encode
+    encode_view = type(CODEC).encode_view
 
-    def poisoned(self, probs, level_sizes):
-        payload = encode(self, probs, level_sizes)
+    def poisoned(self, probs, level_sizes, **kwargs):
+        payload, normalizer = encode_view(self, probs, level_sizes, **kwargs)
         payload["fill"][0, 0, 0] = np.nan
-        return payload
+        return payload, normalizer
 
-    monkeypatch.setattr(type(CODEC), "encode", poisoned)  # a broken writer: checksums are
+    monkeypatch.setattr(type(CODEC), "encode_view", poisoned)  # a broken writer: checksums are
     monkeypatch.setattr("shards.writer.kept_fraction_per_level",  # valid, scores are not
                         lambda payload: [0.0] * len(LEVEL_SIZES))
     build(tmp_path, make_keys(2))
