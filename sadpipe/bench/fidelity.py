@@ -1,7 +1,8 @@
-"""What the teacher cache costs in accuracy: the same SAD student from the shards and from the
-live teacher (issue 10's fidelity). A measurement, not a test::
+"""What the teacher cache costs: the same SAD student from the shards and from the live
+teacher. A measurement, not a test::
 
-    python -m sadpipe.bench.fidelity --workdir work/demo [--seeds 0 1 2] [--online]
+    python -m sadpipe.bench.fidelity --workdir work/demo [--seeds 0,1,2] [--modes cached,online]
+    python -m sadpipe.bench.fidelity --workdir work/demo --batch-check 200
 
 Takes a finished ``sadpipe demo`` (or ``sadpipe run toy_sad``) folder: its data, pseudo-labels,
 both caches and the teacher they were cached from (the manifest's command names it; or
@@ -12,13 +13,21 @@ shards twice:
 * ``cached``: the cached scores (what ``sadpipe demo`` trains on);
 * ``live``: the same batches rescored by the live teacher (``train --teacher`` with the shards:
   each view as ``cache-logits`` ran it, without the codec);
-* ``online`` (``--online``): distilled online from the COCO files (``train --teacher``
-  alone): the same seed and schedule, but its own batch order.
+* ``online``: distilled online from the COCO files (``train --teacher`` alone): the same seed
+  and schedule, but its own batch order.
 
-Each is evaluated on the demo's val; the table gives AP per seed, ``cached - live`` per seed
-(the codec's cost, nothing else differs) and the means over seeds. One 800-iteration run of
-the toy student moves by ~0.5 AP when anything changes at all (a different seed, or teacher
-scores that differ in the fourth digit), so read the mean over several seeds.
+``--modes`` picks them (default ``cached,online``: the paired difference a user cares about).
+Each is evaluated on the demo's val; the table gives AP per seed, each difference to
+``cached`` per seed, and per difference its mean over seeds with a 95 % interval (Student's
+t). One 800-iteration run of the toy student moves by ~0.5-1 AP when anything changes at all
+(a different seed, or teacher scores that differ in the fourth digit), so read the mean.
+
+``--batch-check N`` instead compares targets, not trained students: N batches of the demo's
+distilled student's own training stream (its resolved config, read from the caches), and
+for each the ADL and its gradient w.r.t. the logits of the demo's trained distilled student,
+from the cached targets and from the live teacher on the same batch as ``train --teacher``
+runs it. It prints one line per batch and ends with
+``batches=N min_cosine=X max_rel_adl_error=Y`` (Y as a fraction).
 """
 from __future__ import annotations
 
@@ -39,6 +48,10 @@ from sadpipe.pipeline.shipped import SHIPPED_DIR
 
 STUDENT_CONFIG = SHIPPED_DIR / "toy_student_sad.toml"
 MODES = ("cached", "live", "online")
+# Student's t quantile t(0.975, df) for a 95 % interval of a mean over df + 1 seeds
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131}
+NORMAL_975 = 1.960
 
 
 def demo_paths(workdir: Path) -> dict:
@@ -81,20 +94,86 @@ def train_mode(mode: str, out: Path, paths: dict, teacher: str, *, seed: int, it
 
 
 def format_table(ap: dict, seeds: list[int], modes: list[str]) -> str:
-    """ap: {(mode, seed): AP %}."""
-    lines = [f"{'seed':<6}" + "".join(f"{m + ' AP':>12}" for m in modes) + f"{'cached - live':>15}"]
+    """ap: {(mode, seed): AP %}. Per seed each mode's AP and cached - mode; then means and, per
+    difference, its 95 % interval over seeds."""
+    others = [m for m in modes if m != "cached"] if "cached" in modes else []
+    lines = [f"{'seed':<6}" + "".join(f"{m + ' AP':>12}" for m in modes)
+             + "".join(f"{'cached - ' + m:>17}" for m in others)]
     for seed in seeds:
         lines.append(f"{seed:<6}" + "".join(f"{ap[m, seed]:>12.2f}" for m in modes)
-                     + f"{ap['cached', seed] - ap['live', seed]:>+15.2f}")
+                     + "".join(f"{ap['cached', seed] - ap[m, seed]:>+17.2f}" for m in others))
     means = {m: statistics.mean(ap[m, s] for s in seeds) for m in modes}
-    diffs = [ap["cached", s] - ap["live", s] for s in seeds]
     lines.append(f"{'mean':<6}" + "".join(f"{means[m]:>12.2f}" for m in modes)
-                 + f"{statistics.mean(diffs):>+15.2f}")
-    if len(seeds) > 1:
-        lines.append(f"paired difference cached - live: mean {statistics.mean(diffs):+.2f} AP, "
-                     f"sd {statistics.stdev(diffs):.2f}, standard error "
-                     f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f} over {len(diffs)} seeds")
+                 + "".join(f"{means['cached'] - means[m]:>+17.2f}" for m in others))
+    for m in others:
+        diffs = [ap["cached", s] - ap[m, s] for s in seeds]
+        lines.append(paired_summary(f"cached - {m}", diffs))
     return "\n".join(lines)
+
+
+def paired_summary(name: str, diffs: list[float]) -> str:
+    """Mean of paired differences with its 95 % interval (Student's t over the seeds)."""
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return f"paired difference {name}: {mean:+.2f} AP (one seed: no interval)"
+    sd = statistics.stdev(diffs)
+    half = T_975.get(len(diffs) - 1, NORMAL_975) * sd / len(diffs) ** 0.5
+    return (f"paired difference {name}: mean {mean:+.2f} AP, 95 % interval [{mean - half:+.2f}, "
+            f"{mean + half:+.2f}], sd {sd:.2f} over {len(diffs)} seeds")
+
+
+def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tuple[float, float]:
+    """(min cosine, max |relative ADL error|) of cached vs live targets over ``num_batches``
+    batches of the demo's distilled student's training stream (see the module docstring)."""
+    import torch
+
+    from sadpipe.checkpoint import load_model
+    from sadpipe.engine.distributed import DistInfo
+    from sadpipe.engine.teacher import Teacher
+    from sadpipe.engine.trainer import (LABELED, PSEUDO, open_stream, source_names,
+                                        teacher_targets)
+    from sadpipe.modeling.distill import adaptive_distillation_loss
+    from sadpipe.modeling.targets import IGNORE, build_targets
+
+    paths = demo_paths(workdir)
+    run = workdir / "student_sad"
+    cfg = load_config(run / "config.toml")
+    model, spec = load_model(run / FINAL_MODEL)
+    model.eval()
+    teacher = Teacher(teacher_path)
+    sources = source_names(cfg, {LABELED: paths["labeled_shards"], PSEUDO: paths["pseudo_shards"]},
+                           distill=True)
+    pattern = [name for name in cfg["distill"]["pattern"] if name in sources]
+    batches = {name: open_stream(name, sources[name], spec, cfg, DistInfo(), start_batch=0)
+               for name in set(pattern)}
+    d, power = cfg["distill"], cfg["distill"]["normalizer_power"]
+    worst_cosine, worst_error = 1.0, 0.0
+    for i in range(num_batches):
+        name = pattern[i % len(pattern)]
+        batch = next(batches[name])
+        images = batch["images"]
+        with torch.no_grad():
+            logits, _ = model(images)
+        anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:]))
+        labels, _ = build_targets(anchors, batch["targets"], convention=spec.boxes)
+        results = []
+        for live in (None, teacher):
+            probs, mask, normalizer = teacher_targets(batch, images, spec, "cpu", teacher=live,
+                                                      power=power)
+            x = logits.detach().clone().requires_grad_(True)
+            adl_labels = torch.where(mask, labels, torch.full_like(labels, IGNORE))
+            loss = adaptive_distillation_loss(x, probs, adl_labels, max(normalizer, 1.0),
+                                              alpha=d["alpha"], gamma=d["gamma"], beta=d["beta"],
+                                              temperature=d["temperature"])
+            loss.backward()
+            results.append((float(loss.detach()), x.grad.reshape(-1).double()))
+        (cached_loss, cached_grad), (live_loss, live_grad) = results
+        cosine = float(torch.nn.functional.cosine_similarity(cached_grad, live_grad, dim=0))
+        error = abs(cached_loss - live_loss) / abs(live_loss)
+        worst_cosine, worst_error = min(worst_cosine, cosine), max(worst_error, error)
+        log(f"  batch {i + 1} ({name}, {tuple(images.shape[-2:])}): ADL cached {cached_loss:.5f} "
+            f"live {live_loss:.5f} (rel. error {error:.4%}), gradient cosine {cosine:.6f}")
+    return worst_cosine, worst_error
 
 
 @click.command()
@@ -103,36 +182,50 @@ def format_table(ap: dict, seeds: list[int], modes: list[str]) -> str:
 @click.option("--teacher", "teacher_ckpt", type=click.Path(dir_okay=False, exists=True),
               help="The teacher the caches were made with (default: the one their manifest names).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds, comma-separated.")
+@click.option("--modes", default="cached,online", show_default=True,
+              help="Which students to train per seed: cached (from the shards), live (the "
+                   "shards' batches rescored by the live teacher), online (live teacher, COCO "
+                   "files).")
 @click.option("--iters", default=800, show_default=True, help="Iterations per run (the demo's).")
 @click.option("--steps", default="600,720", show_default=True, help="LR steps (the demo's).")
-@click.option("--online", is_flag=True, help="Also distil online from the COCO files.")
+@click.option("--batch-check", "check_batches", type=click.IntRange(min=1),
+              help="Instead of training: compare cached and live targets on this many batches "
+                   "of the demo's distilled student's training stream.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the runs here (default: WORKDIR/fidelity); finished runs are reused.")
-def main(workdir, teacher_ckpt, seeds, iters, steps, online, out):
-    """AP of the demo's SAD student trained from the cache vs rescored by the live teacher on
-    the same batches (and distilled online with --online), per seed.
+def main(workdir, teacher_ckpt, seeds, modes, iters, steps, check_batches, out):
+    """AP of the demo's SAD student trained from the cache, rescored by the live teacher on
+    the same batches, and distilled online, per seed; or (--batch-check) the ADL targets of
+    cache and live teacher compared batch by batch.
 
     \b
-    Example (after `sadpipe demo --workdir work/demo`):
-      python -m sadpipe.bench.fidelity --workdir work/demo --seeds 0,1,2
+    Examples (after `sadpipe demo --workdir work/demo`):
+      python -m sadpipe.bench.fidelity --workdir work/demo --seeds 0,1,2,3,4,5
+      python -m sadpipe.bench.fidelity --workdir work/demo --batch-check 200
     """
     paths = demo_paths(workdir)
     teacher = teacher_ckpt or cached_teacher(paths["labeled_shards"])
+    if check_batches:
+        cosine, error = batch_check(workdir, check_batches, teacher, click.echo)
+        click.echo(f"batches={check_batches} min_cosine={cosine:.6f} max_rel_adl_error={error:.6f}")
+        return
     seed_list = [int(s) for s in seeds.split(",")]
     step_list = [int(s) for s in steps.split(",")]
-    modes = list(MODES if online else MODES[:2])
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    if not mode_list or any(m not in MODES for m in mode_list):
+        raise UserError(f"--modes: expected some of {', '.join(MODES)}, got '{modes}'")
     out = out or workdir / "fidelity"
     click.echo(f"demo {workdir}; teacher {teacher}; {iters} iterations, steps {step_list}; "
-               f"seeds {seed_list}; modes {modes}")
+               f"seeds {seed_list}; modes {mode_list}")
     ap = {}
     for seed in seed_list:
-        for mode in modes:
+        for mode in mode_list:
             model = train_mode(mode, out / f"{mode}_seed{seed}", paths, teacher, seed=seed,
                                iters=iters, steps=step_list)
             metrics = evaluate_checkpoint(model, paths["val_annotations"], paths["val_images"])
             ap[mode, seed] = 100 * metrics["bbox"]["AP"]
             click.echo(f"  seed {seed} {mode}: AP {ap[mode, seed]:.2f}")
-    click.echo(format_table(ap, seed_list, modes))
+    click.echo(format_table(ap, seed_list, mode_list))
 
 
 if __name__ == "__main__":

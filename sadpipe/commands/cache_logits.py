@@ -30,17 +30,22 @@ from sadpipe.errors import UserError
 @click.option("--shard-size", default=64, show_default=True, help="Images per shard.")
 @click.option("--batch-size", default=1, show_default=True,
               help="Images per teacher batch (their views share one forward pass).")
+@click.option("--shuffle-seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the order images are stored in: shuffled, so that every shard "
+                   "(and every batch training reads from one) mixes the whole set.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--overwrite", is_flag=True,
               help="Replace shards in --out that were made by another teacher or settings.")
 def command(teacher_path, annotations, images_dir, out_dir, views, student_config, min_size,
-            max_size, shard_size, batch_size, device, overwrite):
+            max_size, shard_size, batch_size, shuffle_seed, device, overwrite):
     """Cache the teacher's dense class scores for every view of every image.
 
     The teacher runs on each view exactly as the student will see it during training (same
-    resize, same flip, same padding, same anchors); a sparse codec keeps the informative
-    scores, and each sample also stores the image, its targets and the exact ADL
-    normaliser Σq^1.8. Killed runs resume where they stopped when started again with the
+    resize, same flip, same anchors), each view alone on its own padded grid (as the live
+    teacher of `train --teacher` does too); a sparse codec keeps the informative scores, and
+    each sample also stores the image, its targets and the exact ADL normaliser Σq^1.8.
+    Images without boxes are left out (training never uses them), and the others are
+    stored in a shuffled order (--shuffle-seed) so every shard mixes the whole set. Killed runs resume where they stopped when started again with the
     same command; under `torchrun --nproc_per_node=K` each rank writes its own shards and
     rank 0 writes the manifest.
 
@@ -58,7 +63,8 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
         raise UserError("--shard-size and --batch-size must be at least 1")
     settings = student_cache_settings(student_config, min_size=min_size, max_size=max_size,
                                       views=tuple(v.strip() for v in views.split(",") if v.strip()),
-                                      shard_size=shard_size, batch_size=batch_size)
+                                      shard_size=shard_size, batch_size=batch_size,
+                                      shuffle_seed=shuffle_seed)
     device = resolve_device(device)
     dist = init_distributed(device)
     progress = _Progress(enabled=dist.is_main)

@@ -54,6 +54,13 @@ class ImageRecord:
     scores: np.ndarray | None = None
     crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
+    @property
+    def trainable(self) -> bool:
+        """Whether training uses this image: it has at least one (non-crowd) box. The release
+        leaves images without boxes out of training; sadpipe does so on every path (plain,
+        from the teacher cache, with the live teacher), and does not cache them."""
+        return len(self.boxes) > 0
+
 
 def load_json_file(path):
     """Parse the json file at ``path``; a missing, unreadable or malformed file is a

@@ -63,7 +63,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def __init__(self, coco: CocoDataset, category_ids: list[int], prep: Preprocessing, *,
                  train_min_sizes: list[int], flip: bool = True, strict: bool = False):
         self.coco = coco
-        self.records = [r for r in coco.records if len(r.boxes)]
+        self.records = [r for r in coco.records if r.trainable]
         self.class_of = class_index_of(category_ids)
         self.prep, self.train_min_sizes, self.flip, self.strict = prep, train_min_sizes, flip, strict
 

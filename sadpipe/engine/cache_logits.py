@@ -1,8 +1,12 @@
 """Run the teacher on every view of every image, exactly as the student will see it, and
 store the encoded scores in webdataset shards (the ``shards`` package).
 
-Work is split in fixed groups of ``batch_size`` images taken from the full, id-ordered image
-list; the views of a group with the same padded size form one teacher batch. Ranks take
+Which images, in which order: the images training uses (those with boxes,
+``ImageRecord.trainable``), in an order shuffled by ``shuffle_seed``, so that every shard — and
+so every training batch read from one — mixes the set's images (ground-truth and
+pseudo-labeled ones alike) as a batch of the COCO stream does. Work is split in fixed groups
+of ``batch_size`` images of that list; the views of a group with the same padded size form
+one teacher batch (each view on its own padded grid: ``sadpipe.engine.teacher``). Ranks take
 contiguous blocks of groups, so the teacher computes the same batches whatever the number
 of processes or the point a killed run resumes from, and the shards' bytes do not change.
 """
@@ -40,6 +44,7 @@ class CacheSettings:
     student_input: Preprocessing | None = None   # the student's normalisation (recorded,
     shard_size: int = 64                         # checked by training); None: the teacher's
     batch_size: int = 1
+    shuffle_seed: int = 0                        # order of the images in the shards
 
 
 def student_cache_settings(student_config=None, *, min_size: int | None = None,
@@ -74,7 +79,9 @@ def cache_header(teacher: Teacher, teacher_path, prep: Preprocessing, s: CacheSe
             "anchor_layout": spec.anchor_layout.to_dict(),
             "preprocessing": prep.to_dict(),
             "views": list(s.views),
-            "annotations_sha256": file_sha256(annotations)}
+            "annotations_sha256": file_sha256(annotations),
+            "images": {"order": "shuffled", "shuffle_seed": s.shuffle_seed,
+                       "without_boxes": "left out (not trained on)"}}
 
 
 def sample_key(image_id: int) -> str:
@@ -110,11 +117,14 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
         if dist.is_main:
             barrier(dist)
 
-    groups = [dataset.records[i:i + settings.batch_size]
-              for i in range(0, len(dataset.records), settings.batch_size)]
+    ordered = training_order(dataset.records, settings.shuffle_seed)
+    if dist.is_main and len(ordered) < len(dataset.records):
+        log.info("left out %d of %d images: no boxes to train on", len(dataset.records) - len(ordered),
+                 len(dataset.records))
+    groups = [ordered[i:i + settings.batch_size] for i in range(0, len(ordered), settings.batch_size)]
     records = [r for group in split_for_rank(groups, dist.rank, dist.world_size) for r in group]
     by_key = {sample_key(r.image_id): r for r in records}
-    index_of = {r.image_id: i for i, r in enumerate(dataset.records)}
+    index_of = {r.image_id: i for i, r in enumerate(ordered)}
     plans = writer.plan(list(by_key))
     todo = [p for p in plans if not p.done]
     done_images = sum(len(p.keys) for p in plans if p.done)
@@ -123,7 +133,7 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
     for plan in todo:
         with writer.open_shard(plan) as shard:
             for group in _groups_of(plan.keys, by_key, index_of, settings.batch_size,
-                                    dataset):
+                                    ordered):
                 for record, item in _teacher_group(group, dataset, teacher, prep, settings):
                     key = sample_key(record.image_id)
                     if key not in plan.keys:
@@ -141,15 +151,22 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
     return None
 
 
-def _groups_of(keys, by_key, index_of, batch_size, dataset):
-    """The fixed image groups (of the full list) that cover ``keys``, whole, in order.
-    index_of: image id -> position in ``dataset.records`` (built once, not per shard)."""
+def training_order(records, shuffle_seed: int) -> list:
+    """The records training uses (with boxes), shuffled by ``shuffle_seed``."""
+    trainable = [r for r in records if r.trainable]
+    order = np.random.default_rng(shuffle_seed).permutation(len(trainable))
+    return [trainable[i] for i in order]
+
+
+def _groups_of(keys, by_key, index_of, batch_size, ordered):
+    """The fixed image groups (of the full ordered list) that cover ``keys``, whole, in order.
+    index_of: image id -> position in ``ordered`` (built once, not per shard)."""
     seen, out = set(), []
     for key in keys:
         g = index_of[by_key[key].image_id] // batch_size
         if g not in seen:
             seen.add(g)
-            out.append(dataset.records[g * batch_size:(g + 1) * batch_size])
+            out.append(ordered[g * batch_size:(g + 1) * batch_size])
     return out
 
 
@@ -183,15 +200,16 @@ def _teacher_group(group, dataset: CocoDataset, teacher: Teacher, prep: Preproce
         yield record, dict(image_bytes=image_bytes, image_ext=ext, target=target, views=views)
 
 
-def _run_teacher(teacher: Teacher, images, recipes, prep) -> list[np.ndarray]:
-    """Teacher probabilities per view, batching the views that share a padded size."""
+def _run_teacher(teacher: Teacher, images, recipes, prep) -> list:
+    """Teacher probabilities per view, batching the views that share a padded size: numpy
+    arrays, or on a GPU tensors left there (the shard writer encodes them on the device)."""
     out = [None] * len(images)
     sizes = sorted({tuple(r["padded_size"]) for r in recipes})
     for size in sizes:
         idx = [i for i, r in enumerate(recipes) if tuple(r["padded_size"]) == size]
         probs = teacher.views_probs([images[i] for i in idx], [recipes[i] for i in idx], prep)
         for i, p in zip(idx, probs):
-            out[i] = p.cpu().numpy().astype(np.float32, copy=False)
+            out[i] = p.float() if p.is_cuda else p.numpy().astype(np.float32, copy=False)
     return out
 
 

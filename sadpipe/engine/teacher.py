@@ -1,8 +1,14 @@
 """The teacher at training scale: dense class probabilities for exactly the student's views.
 
-Used offline by ``cache-logits`` (each view on its own padded grid) and online by
-``train --teacher`` (a whole student batch, or, on batches read from shards, each view on its
-own padded grid again: the cache's scores without the codec).
+**The teacher's view context**, one definition for both paths: the teacher scores each view
+alone, on the view's own padded grid (its size rounded up to ``size_divisibility``), never
+inside a student batch whose padding depends on which images were drawn with it. Offline,
+``cache-logits`` stores exactly that (``views_probs``); online, ``train --teacher`` computes
+exactly that for every view of the student's batch and places it on the batch grid
+(``batch_view_probs``), so a student distilled from the cache and one distilled from the live
+teacher get the same targets up to the codec. Measured on the zoo teacher (issue 15): the
+padded-batch context moved the normaliser by -2 % to +12 % and edge scores by up to 0.40
+against the view context, and a batch's own make-up decided which.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from sadpipe.checkpoint import ModelSpec, load_model
 from sadpipe.data.categories import same_ids
 from sadpipe.data.transforms import Preprocessing, make_view, renormalize
 from sadpipe.errors import UserError
-from sadpipe.modeling.distill import to_batch_layout, view_anchor_mask
+from sadpipe.modeling.distill import to_batch_layout
 
 
 def check_teacher_compatible(teacher: ModelSpec, student: ModelSpec, *, source) -> None:
@@ -57,32 +63,21 @@ class Teacher:
         return torch.sigmoid(logits.float())
 
     @torch.no_grad()
-    def batch_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
-        """Probabilities (N, HWA, C) for a padded student batch, and (N, HWA) masks of the
-        anchors on each view's own grid. ``images`` are normalised as the student's input;
-        the teacher gets its own normalisation (channel order, range, mean/std), zero padding
-        outside each view."""
-        x = self._renormalize(images, recipes, student_prep)
-        logits, _ = self.model(x.to(self.device))
-        probs = torch.sigmoid(logits.float())
-        layout = self.spec.anchor_layout
-        masks = [view_anchor_mask(layout, tuple(r["padded_size"]), tuple(images.shape[-2:]))
-                 for r in recipes]
-        return probs, torch.stack(masks)
-
-    @torch.no_grad()
-    def cached_views_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
-        """As :meth:`batch_probs`, but each view runs alone on its own padded grid, as
-        ``cache-logits`` runs it, then is placed on the batch grid: the scores a cache of these
-        views holds, before encoding. images: (N, 3, H, W) student batch."""
+    def batch_view_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
+        """Probabilities (N, HWA, C) on the batch grid and (N, HWA) masks of the anchors on each
+        view's own grid, each view scored alone on its own padded grid (the module's view
+        context; views of one padded size run as one teacher batch). ``images``: (N, 3, H, W)
+        the student's padded batch, normalised as the student's input; the teacher gets its
+        own normalisation (channel order, range, mean/std)."""
         batch_hw = tuple(images.shape[-2:])
-        probs, masks = [], []
-        for i, recipe in enumerate(recipes):
-            h, w = recipe["padded_size"]
-            view_probs, _ = self.batch_probs(images[i:i + 1, :, :h, :w], [recipe], student_prep)
-            placed, mask = to_batch_layout(view_probs[0], self.spec.anchor_layout, (h, w), batch_hw)
-            probs.append(placed)
-            masks.append(mask)
+        x = self._renormalize(images, recipes, student_prep)
+        probs, masks = [None] * len(recipes), [None] * len(recipes)
+        for size in sorted({tuple(r["padded_size"]) for r in recipes}):
+            idx = [i for i, r in enumerate(recipes) if tuple(r["padded_size"]) == size]
+            h, w = size
+            logits, _ = self.model(x[idx, :, :h, :w].to(self.device))
+            for i, view in zip(idx, torch.sigmoid(logits.float())):
+                probs[i], masks[i] = to_batch_layout(view, self.spec.anchor_layout, size, batch_hw)
         return torch.stack(probs), torch.stack(masks)
 
     def _teacher_prep(self, view_prep: Preprocessing) -> Preprocessing:

@@ -69,7 +69,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     shard_dirs = {LABELED: teacher_shards, PSEUDO: pseudo_shards}
     distill_from_shards = any(shard_dirs.values())
     spec = model_spec_from_config(cfg, _categories(cfg, shard_dirs))
-    sources = _source_names(cfg, shard_dirs, distill=distill_from_shards or bool(teacher))
+    sources = source_names(cfg, shard_dirs, distill=distill_from_shards or bool(teacher))
     pattern = [name for name in cfg["distill"]["pattern"] if name in sources] or [LABELED]
     live_teacher = None
     if teacher:
@@ -94,7 +94,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     start_iter, wall_time = _resume(run, model, optimizer) if resume else (0, 0.0)
     if dist.enabled:
         model = DistributedDataParallel(model)
-    batch_iters = {name: _open_stream(name, sources[name], spec, cfg, dist,
+    batch_iters = {name: open_stream(name, sources[name], spec, cfg, dist,
                                       start_batch=streams.batches_drawn(pattern, name, start_iter))
                    for name in set(pattern)}
 
@@ -178,16 +178,8 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
     losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=lc["focal_alpha"],
                               gamma=lc["focal_gamma"], beta=lc["smooth_l1_beta"])
     stats = {}
-    probs = mask = None
-    normalizer = 0.0
-    if teacher is not None:  # live: on each cached view as cache-logits ran it, else the batch
-        score = teacher.cached_views_probs if "teacher_probs" in batch else teacher.batch_probs
-        probs, mask = score(images, batch["recipes"], spec.preprocessing)
-        normalizer = float(sum((probs[i][mask[i]].double() ** cfg["distill"]["normalizer_power"]).sum()
-                               for i in range(len(probs))))
-    elif "teacher_probs" in batch:
-        probs, mask = batch["teacher_probs"].to(device), batch["teacher_mask"].to(device)
-        normalizer = batch["normalizer"]
+    probs, mask, normalizer = teacher_targets(batch, images, spec, device, teacher=teacher,
+                                              power=cfg["distill"]["normalizer_power"])
     if dist.enabled:  # detection_losses normalised by this process's max(#foreground, 1)
         local_fg = float((labels >= 0).sum())
         num_fg, normalizer = _global_sums([local_fg, normalizer], device)
@@ -206,6 +198,22 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
                  "mean_adw": mean_adaptive_weight(cls_logits.detach(), probs, adl_labels,
                                                   gamma=d["gamma"], beta=d["beta"])}
     return losses, stats
+
+
+def teacher_targets(batch: dict, images: torch.Tensor, spec: ModelSpec, device, *, teacher=None,
+                    power: float = 1.8):
+    """The ADL's teacher side of a batch: probs (N, HWA, C) on the batch grid, mask (N, HWA) of
+    the anchors on each view's own grid, and the normaliser Σ q^θ of the batch's views (before
+    max(., 1)); (None, None, 0.0) when the batch has no teacher. From the live ``teacher``
+    when given (each view alone, as cache-logits scores it), else from the batch's cached
+    scores (shards)."""
+    if teacher is not None:
+        probs, mask = teacher.batch_view_probs(images, batch["recipes"], spec.preprocessing)
+        normalizer = float(sum((probs[i][mask[i]].double() ** power).sum() for i in range(len(probs))))
+        return probs, mask, normalizer
+    if "teacher_probs" in batch:
+        return batch["teacher_probs"].to(device), batch["teacher_mask"].to(device), batch["normalizer"]
+    return None, None, 0.0
 
 
 def check_finite(values: dict[str, torch.Tensor], iteration: int, run: RunDir,
@@ -270,7 +278,7 @@ def _categories(cfg: dict, shard_dirs: dict) -> list[dict]:
     return read_coco_json(cfg["data"]["train_annotations"])["categories"]
 
 
-def _source_names(cfg: dict, shard_dirs: dict, *, distill: bool) -> dict:
+def source_names(cfg: dict, shard_dirs: dict, *, distill: bool) -> dict:
     """{source name: where its batches come from} for the labeled and pseudo-labeled sets."""
     if any(shard_dirs.values()):
         return {name: ("shards", d) for name, d in shard_dirs.items() if d}
@@ -281,7 +289,7 @@ def _source_names(cfg: dict, shard_dirs: dict, *, distill: bool) -> dict:
     return sources
 
 
-def _open_stream(name, source, spec, cfg, dist, *, start_batch: int):
+def open_stream(name, source, spec, cfg, dist, *, start_batch: int):
     if source[0] == "shards":
         from sadpipe.engine.shard_stream import shard_stream
         return shard_stream(source[1], spec, cfg, dist, start_batch=start_batch,

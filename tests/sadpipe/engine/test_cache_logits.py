@@ -28,6 +28,7 @@ from sadpipe.cli import cli
 from sadpipe.data.transforms import Preprocessing, make_recipe
 from sadpipe.engine.cache_logits import sample_key
 from sadpipe.engine.teacher import Teacher
+from shards.codec import pack_payload, unpack_payload
 from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
                                     with_categories_reversed, write_tiny_coco)
 from tests.shards import adl_reference
@@ -183,7 +184,7 @@ def test_cached_views_are_the_students_views(cached, teacher, coco):
             # entries clearly above the threshold are kept (16-bit logits), the rest stand in
             kept = dense >= threshold * 1.01
             assert 0.01 < kept.mean() < 0.5
-            np.testing.assert_allclose(decoded[name][kept], dense[kept], rtol=2e-3)
+            np.testing.assert_allclose(decoded[name][kept], dense[kept], rtol=4e-3)
             assert (decoded[name][dense < threshold * 0.99] <= threshold * 1.0001).all()
             for student, (error, cosine) in adl_errors(dense, decoded[name]).items():
                 assert abs(error) <= ADL_TOLERANCE and cosine >= COSINE_TOLERANCE, \
@@ -191,7 +192,13 @@ def test_cached_views_are_the_students_views(cached, teacher, coco):
         # the same check tells the views apart: the orig scores fail as hflip scores
         hflip_dense = hand_built_probs(model, spec, image, flip=True)
         assert min(c for _, c in adl_errors(hflip_dense, decoded["orig"]).values()) < 0.99
-    assert seen == sorted(records)
+    assert seen == stored_order(records)  # every image (all have boxes), in shuffled order
+
+
+def stored_order(image_ids, shuffle_seed=0):
+    """The order cache-logits stores images with boxes in: id order, permuted by the seed."""
+    ids = sorted(image_ids)
+    return [ids[i] for i in np.random.default_rng(shuffle_seed).permutation(len(ids))]
 
 
 # ------------------------------------------------------------------ stock webdataset
@@ -213,7 +220,8 @@ def test_stock_webdataset_reads_the_shards(cached, coco):
                                                           shuffle=False)}
     data = json.loads(ann.read_text())
     stock = list(wds.WebDataset([str(t) for t in tars], shardshuffle=False).decode())
-    assert [s["__key__"] for s in stock] == [sample_key(im["id"]) for im in data["images"]]
+    assert [s["__key__"] for s in stock] == [sample_key(i) for i in
+                                             stored_order(im["id"] for im in data["images"])]
     for sample in stock:
         meta = sample["json"]
         image = next(im for im in data["images"] if sample_key(im["id"]) == sample["__key__"])
@@ -224,7 +232,8 @@ def test_stock_webdataset_reads_the_shards(cached, coco):
                  if a["image_id"] == image["id"]]
         np.testing.assert_allclose(meta["target"]["boxes"], boxes)
         for view in meta["views"]:
-            payload = {f: sample[f"{view['name']}.{f}.npy"] for f in view["payload"]}
+            start, length = view["payload"]
+            payload = unpack_payload(sample["scores.npy"][start:start + length].tobytes())
             np.testing.assert_array_equal(codec.decode(payload),
                                           shards.decode_view(by_key[sample["__key__"]],
                                                              view["name"]))
@@ -405,8 +414,9 @@ def test_unreadable_image_is_skipped_and_listed(teacher, tmp_path):
     assert f"wrote {out}: 3 images, {totals['payload_bytes_per_view'] / 1024:.1f} KiB per view " \
            f"({totals['compression_vs_fp16']:.1f}x smaller than dense fp16), 1 skipped" \
            in result.output
+    position = stored_order(range(1, 5)).index(3)  # 2 images per shard
     assert [(s["key"], s["shard"]) for s in manifest["skipped"]] == \
-           [(sample_key(3), "rank00-000001.tar")]
+           [(sample_key(3), f"rank00-{position // 2:06d}.tar")]
     assert "0002.png: cannot decode image" in manifest["skipped"][0]["reason"]
     assert sorted(samples_by_key(out)) == [sample_key(i) for i in (1, 2, 4)]
 
@@ -503,13 +513,11 @@ def test_codec_quality_measures_against_the_reference(teacher, coco):
             assert result.errors[(student, name)][0] == pytest.approx(error, rel=1e-6, abs=1e-12)
             assert result.errors[(student, name)][1] == pytest.approx(cosine, rel=1e-9)
     assert result.entries == q.size
-    assert result.payload_bytes == sum(a.nbytes for a in payload.values())
-    npy = {}
-    for field, array in payload.items():
-        buf = io.BytesIO()
-        np.save(buf, array, allow_pickle=False)
-        npy[f"k.hflip.{field}.npy"] = buf.getvalue()
-    assert result.stored_bytes == tar_member_bytes(npy)
+    packed = pack_payload(payload)
+    assert result.payload_bytes == len(packed)
+    buf = io.BytesIO()  # one image: its two views' payloads in one scores member
+    np.save(buf, np.frombuffer(packed * 2, np.uint8), allow_pickle=False)
+    assert result.stored_bytes == tar_member_bytes({"k.scores.npy": buf.getvalue()}) / 2
     bounds = np.cumsum([0, *sizes])
     kept = [float((dense[a:b] >= codec.threshold).mean()) for a, b in zip(bounds, bounds[1:])]
     assert result.kept_fraction == pytest.approx(kept, rel=1e-12)

@@ -80,7 +80,7 @@ def test_live_teacher_sees_the_cached_views_pixels(world):
     cached = teacher.views_probs([image], [recipe], student)
     batch = torch.zeros(1, 3, 128, 128)
     batch[0, :, :64, :96] = make_view(image, recipe, student)
-    live, mask = teacher.batch_probs(batch, [recipe], student)
+    live, mask = teacher.batch_view_probs(batch, [recipe], student)
     assert bool(mask.all())
     torch.testing.assert_close(live, cached, rtol=1e-4, atol=1e-5)
 

@@ -28,6 +28,7 @@ from sadpipe.commands.train import command as train_command
 from sadpipe.data.categories import class_order
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.modeling.anchors import AnchorLayout
+from shards.codec import pack_payload, unpack_payload
 from shards.sample import digest, dumps_json, npy_bytes
 from tests.sadpipe.conftest import (CATEGORIES, tiny_train_overrides, with_categories_reversed,
                                     write_tiny_coco)
@@ -173,10 +174,19 @@ def _rewrite_sample(shard_dir, key, edit) -> str:
 
 
 def _nan_scores(members):
-    for view in VIEWS:
-        fill = np.lib.format.read_array(io.BytesIO(members[f"{view}.fill.npy"]))
-        fill[0, 0, 0] = np.nan
-        members[f"{view}.fill.npy"] = npy_bytes(fill)
+    """Every view's stand-in parameters NaN (a broken writer: checksums stay valid)."""
+    meta = json.loads(members["json"])
+    scores = np.lib.format.read_array(io.BytesIO(members["scores.npy"])).tobytes()
+    packed = []
+    for view in meta["views"]:
+        start, length = view["payload"]
+        payload = unpack_payload(scores[start:start + length])
+        payload["fill"] = payload["fill"].copy()
+        payload["fill"][0, 0, 0] = np.nan
+        packed.append(pack_payload(payload))
+        view["payload"] = [sum(map(len, packed[:-1])), len(packed[-1])]
+    members["scores.npy"] = npy_bytes(np.frombuffer(b"".join(packed), np.uint8))
+    members["json"] = json.dumps(meta, sort_keys=True).encode()
 
 
 def _infinite_normalizer(members):
@@ -333,7 +343,10 @@ def test_non_finite_teacher_scores_name_shard_and_key(sad, tmp_path, edit, messa
     # both batches of the first epoch: every sample is drawn once
     result = _train(sad, out, "--teacher-shards", shard_dir,
                     **{"solver.max_iter": 2, "data.num_workers": workers})
-    line = _one_line_error(result)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()   # the first step may log before the bad sample
+    assert all(line.startswith("iteration=") for line in lines[:-1]), result.output
+    line = lines[-1]
     assert f"shard {shard}, sample {key}: " in line and message in line
     assert not (out / "model_final.pt").exists()
 
