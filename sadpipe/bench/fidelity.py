@@ -72,6 +72,9 @@ def demo_paths(workdir: Path) -> dict:
 def cached_teacher(shard_dir: Path) -> str:
     """The --teacher of the cache-logits command that wrote ``shard_dir``."""
     argv = shlex.split(json.loads((shard_dir / "manifest.json").read_text())["command"])
+    if "--teacher" not in argv[:-1]:
+        raise UserError(f"{shard_dir / 'manifest.json'}: its command names no --teacher; pass "
+                        "--teacher (the checkpoint the caches were made with)")
     return argv[argv.index("--teacher") + 1]
 
 
