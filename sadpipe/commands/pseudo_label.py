@@ -7,8 +7,9 @@ import click
 
 SCORE_THRESH = 0.5   # same defaults as sadpipe.engine.pseudo_label (not imported: it loads torch)
 BATCH_SIZE = 4
+FAINT_FLOOR = 0.1    # sadpipe.evaluation.pictures.FAINT_FLOOR (not imported: for --help only)
 
-HELP = """Run a teacher checkpoint on unlabeled images and keep its confident boxes as
+HELP = f"""Run a teacher checkpoint on unlabeled images and keep its confident boxes as
 labels: the pseudo-labeled set that `sadpipe train` distils a student on.
 
 \b
@@ -22,6 +23,12 @@ Writes --out, a COCO dataset-format json that `sadpipe train` and `cache-logits`
                images left out and images skipped
 The file appears only when complete; an interrupted run leaves nothing, and running the
 same command again starts over. The same inputs give byte-identical output.
+
+\b
+--draw N also writes, after --out, a drawings/ folder next to it: N of the unlabeled
+images (chosen by --draw-seed), <image id>.png, with the teacher's boxes: those kept as
+pseudo-labels solid and labelled "class score", those scoring from {FAINT_FLOOR:g} up to
+--score-thresh faint and dashed. A look at them says what the student will be taught.
 
 \b
 Images: without --image-info every .jpg/.jpeg/.png/.bmp/.webp file under --images
@@ -76,20 +83,49 @@ splits the images across processes; the output is the same as with one process.
               show_default=True, help="Images per teacher forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where the teacher runs (auto: cuda when available).")
+@click.option("--draw", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N",
+              help="Also draw N unlabeled images with the teacher's boxes (kept ones solid, "
+                   "weaker ones faint) as PNGs in a drawings/ folder next to --out. "
+                   "0: draw nothing.")
+@click.option("--draw-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which images --draw picks: the same seed picks the same images.")
 @click.option("--quiet", is_flag=True, help="Print no progress and no summary.")
 @click.pass_context
 def command(ctx, teacher, images_dir, image_info, out, score_thresh, merge_with,
-            merge_images, batch_size, device, quiet):
+            merge_images, batch_size, device, draw, draw_seed, quiet):
     if (merge_with is None) != (merge_images is None):
         raise click.UsageError("--merge-with and --merge-images go together", ctx=ctx)
+    if not draw and (ctx.get_parameter_source("draw_seed")
+                     == click.core.ParameterSource.COMMANDLINE):
+        raise click.UsageError("--draw-seed: only used with --draw N (N > 0)", ctx=ctx)
     from sadpipe.engine.pseudo_label import pseudo_label  # imports torch: only when needed
 
     summary = pseudo_label(teacher, images_dir, out, image_info=image_info,
                            merge_with=merge_with, merge_images=merge_images,
                            score_thresh=score_thresh, batch_size=batch_size, device=device,
                            progress=not quiet)
-    if summary is not None and not quiet:
+    if summary is None:   # not rank 0 of several processes
+        return
+    if not quiet:
         _print_summary(summary, score_thresh, merge_with)
+    if draw:
+        _draw(teacher, images_dir, image_info, out, summary, count=draw, seed=draw_seed,
+              score_thresh=score_thresh, device=device, quiet=quiet)
+
+
+def _draw(teacher, images_dir, image_info, out, summary: dict, *, quiet: bool,
+          device: str, **options) -> None:
+    """--draw: pictures of the teacher's boxes on unlabeled images, next to ``out``."""
+    from sadpipe.data.coco import load_json_file
+    from sadpipe.engine.distributed import resolve_device
+    from sadpipe.evaluation.pictures import DRAWINGS_DIR, write_pseudo_label_pictures
+
+    paths = write_pseudo_label_pictures(teacher, images_dir, image_info, load_json_file(out),
+                                        out.parent, id_offset=summary["id_offset"],
+                                        device=resolve_device(device), **options)
+    if not quiet:
+        click.echo(f"  drew {len(paths)} unlabeled images in {out.parent / DRAWINGS_DIR}")
 
 
 def _print_summary(summary: dict, score_thresh: float, merge_with) -> None:

@@ -6,7 +6,9 @@
 * the teacher cache's size per view (from each ``sadpipe cache-logits`` manifest.json:
   ``totals``: samples, views, shard bytes, stored and dense fp16 bytes per view);
 * wall time per stage (from state.json: summed over the attempts that made the outputs);
-* the three models' precision-recall curves on one PNG.
+* the three models' precision-recall curves on one PNG;
+* a gallery (``gallery.png``, :mod:`sadpipe.pipeline.gallery`) of a few validation images as
+  each model sees them and of the teacher's pseudo-labels, when the stages drew pictures.
 
 Metrics in ``report.json`` are fractions (as in metrics.json); ``report.md`` shows percent.
 """
@@ -20,6 +22,7 @@ from sadpipe.errors import UserError
 from sadpipe.evaluation.plots import plot_pr_curves, read_pr_curve
 from sadpipe.fileio import atomic_path, write_json
 from sadpipe.pipeline.display import format_duration
+from sadpipe.pipeline.gallery import GALLERY_PNG, find_pictures, write_gallery
 from sadpipe.pipeline.report_spec import CACHE_OUTPUT, ROLES
 from sadpipe.pipeline.spec import Pipeline
 from sadpipe.pipeline.state import RunState
@@ -34,21 +37,31 @@ CACHE_SIZES = ("payload_bytes_per_view", "dense_fp16_bytes_per_view")
 
 
 def write_report(pipeline: Pipeline, state: RunState) -> list[Path]:
-    """Write the three report files (each atomically); returns their paths."""
-    report = build_report(pipeline, state)
+    """Write the report files (each atomically): report.json, report.md, pr_curves.png and,
+    when the stages drew pictures, gallery.png (a stale one is removed); returns their
+    paths."""
+    pictures = find_pictures(pipeline)
+    report = build_report(pipeline, state, pictures=pictures)
     curves = {ROLE_TITLES[role]:
               read_pr_curve(pipeline.stage(entry.eval_stage).outputs["pr_curve"])
               for role, entry in pipeline.report.models.items()}
     paths = [pipeline.workdir / name for name in (REPORT_JSON, REPORT_MD, PR_PNG)]
     plot_pr_curves(curves, paths[2])
+    gallery = pipeline.workdir / GALLERY_PNG
+    if pictures is not None:
+        write_gallery(pictures, gallery, [ROLE_TITLES[role] for role in ROLES])
+        paths.append(gallery)
+    elif gallery.exists():
+        gallery.unlink()
     with atomic_path(paths[1]) as tmp:
         tmp.write_text(format_markdown(report))
     write_json(paths[0], report)
     return paths
 
 
-def build_report(pipeline: Pipeline, state: RunState) -> dict:
-    """The report as a JSON-able dict (what ``report.json`` holds)."""
+def build_report(pipeline: Pipeline, state: RunState, *, pictures: dict | None = None) -> dict:
+    """The report as a JSON-able dict (what ``report.json`` holds); ``pictures``: the
+    gallery's, from :func:`sadpipe.pipeline.gallery.find_pictures`."""
     spec = pipeline.report
     models = {role: {"model": entry.model, "stage": entry.eval_stage,
                      **model_metrics(pipeline.stage(entry.eval_stage).outputs["metrics"])}
@@ -64,7 +77,29 @@ def build_report(pipeline: Pipeline, state: RunState) -> dict:
                    for name in spec.caches},
         "stages": stages,
         "total_wall_s": round(sum(s["wall_s"] or 0.0 for s in stages), 3),
+        "gallery": gallery_files(pictures, pipeline.workdir),
     }
+
+
+def gallery_files(pictures: dict | None, workdir: Path) -> dict | None:
+    """What ``gallery.png`` shows, paths relative to ``workdir``: ``{"file": "gallery.png",
+    "val": [{"image", "teacher", "baseline", "distilled"}], "pseudo_labels": [...]}``; None
+    without pictures."""
+    if pictures is None:
+        return None
+    val = [{key: _in_workdir(value, workdir) for key, value in row.items()}
+           for row in pictures["val"]]
+    return {"file": GALLERY_PNG, "val": val,
+            "pseudo_labels": [_in_workdir(p, workdir) for p in pictures["pseudo_labels"]]}
+
+
+def _in_workdir(path, workdir: Path) -> str:
+    """``path`` relative to ``workdir`` when inside it (a bare file name stays as it is)."""
+    path = Path(path)
+    try:
+        return path.relative_to(workdir).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def model_metrics(path) -> dict:
@@ -173,7 +208,24 @@ def format_markdown(report: dict) -> str:
                      f"{row['attempts']} | {wall} | {work} | {rate} |")
     lines += [f"| | total | | | | {format_duration(report['total_wall_s'])} | | |", "",
               f"![precision-recall curves of the three models]({PR_PNG})", ""]
+    lines += _gallery_lines(report.get("gallery"))
     return "\n".join(lines)
+
+
+def _gallery_lines(gallery: dict | None) -> list[str]:
+    if gallery is None:
+        return []
+    what = []
+    if gallery["val"]:
+        what.append(f"{len(gallery['val'])} validation images (rows) as each model sees them "
+                    "(columns): detections solid, labelled with class and score, ground "
+                    "truth dashed black and white")
+    if gallery["pseudo_labels"]:
+        what.append("a row of unlabeled images with the teacher's pseudo-labels: kept boxes "
+                    "solid, weaker ones faint")
+    text = "; ".join(what)
+    return ["## Pictures", "", text[0].upper() + text[1:] + ".", "",
+            f"![detections of the three models and the pseudo-labels]({gallery['file']})", ""]
 
 
 def main_table(main: dict) -> list[str]:

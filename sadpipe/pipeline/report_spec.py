@@ -8,10 +8,13 @@ teacher caches.
     baseline = { model = "toy_student", eval = "eval_student" }    # student without a teacher
     distilled = { model = "toy_student", eval = "eval_student_sad" }
     caches = ["cache_labeled", "cache_pseudo"]
+    pseudo_labels = "pseudo_label"     # optional: its pictures join the report's gallery
 
 An ``eval`` stage must have the outputs ``metrics`` (metrics.json) and ``pr_curve``
 (pr_curve.json) of ``sadpipe eval``; a cache stage the output ``manifest`` (manifest.json of
-``sadpipe cache-logits``).
+``sadpipe cache-logits``); the ``pseudo_labels`` stage the output ``labels`` (the json of
+``sadpipe pseudo-label``). The gallery shows the pictures ``--draw N`` leaves next to those
+outputs (``drawings/``), when there are some.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from sadpipe.errors import UserError
 ROLES = ("teacher", "baseline", "distilled")
 EVAL_OUTPUTS = ("metrics", "pr_curve")
 CACHE_OUTPUT = "manifest"
-REPORT_KEYS = (*ROLES, "caches")
+PSEUDO_OUTPUT = "labels"
+REPORT_KEYS = (*ROLES, "caches", "pseudo_labels")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class ModelEntry:
 class ReportSpec:
     models: dict[str, ModelEntry]   # role (ROLES) -> entry
     caches: tuple[str, ...]         # stages whose output "manifest" is a shard manifest
+    pseudo_labels: str | None = None   # stage whose output "labels" is a pseudo-label json
 
 
 def parse_report(section, stages, *, where: str) -> ReportSpec | None:
@@ -54,7 +59,12 @@ def parse_report(section, stages, *, where: str) -> ReportSpec | None:
         raise UserError(f"{where}: report.caches: must be a list of stage names")
     for name in caches:
         _check_outputs(name, (CACHE_OUTPUT,), outputs, "report.caches", where)
-    return ReportSpec(models=models, caches=tuple(caches))
+    pseudo = section.get("pseudo_labels")
+    if pseudo is not None:
+        if not isinstance(pseudo, str):
+            raise UserError(f"{where}: report.pseudo_labels: must be a stage name")
+        _check_outputs(pseudo, (PSEUDO_OUTPUT,), outputs, "report.pseudo_labels", where)
+    return ReportSpec(models=models, caches=tuple(caches), pseudo_labels=pseudo)
 
 
 def _model(entry, role: str, outputs: dict, where: str) -> ModelEntry:

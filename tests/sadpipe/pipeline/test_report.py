@@ -1,9 +1,13 @@
 """The run report from hand-written evaluation results, shard manifests and stage records."""
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from sadpipe.errors import UserError
+from sadpipe.evaluation.draw import picture_name
+from sadpipe.pipeline import find_pipeline
 from sadpipe.pipeline.report import cache_sizes, human_bytes, write_report
 from sadpipe.pipeline.spec import load_pipeline
 from sadpipe.pipeline.state import FRESH, RESUME, RunState
@@ -51,10 +55,25 @@ PIPELINE = dedent("""
 """)
 
 
+PSEUDO_STAGE = dedent("""
+    [[stages]]
+    name = "pseudo"
+    command = "pseudo-label"
+    args = []
+    outputs = { labels = "${workdir}/pseudo/pseudo.json" }
+""")
+WITH_PSEUDO = PIPELINE.replace("[report]", PSEUDO_STAGE + "[report]") + \
+    'pseudo_labels = "pseudo"\n'
+
+
 @pytest.fixture
 def reported(tmp_path):
+    return _reported(tmp_path, PIPELINE)
+
+
+def _reported(tmp_path, text):
     path = tmp_path / "p.toml"
-    path.write_text(PIPELINE)
+    path.write_text(text)
     pipeline = load_pipeline(path, workdir=tmp_path / "w")
     for name, bbox in METRICS.items():
         outputs = pipeline.stage(name).outputs
@@ -113,6 +132,89 @@ def test_report_files_and_numbers(reported):
     assert "| 5 | eval_d | eval | done | 2 | 00:55 |" in markdown
     assert "| | total | | | | 02:35 |" in markdown
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["gallery"] is None                      # no stage drew pictures
+    assert "gallery" not in markdown and not (pipeline.workdir / "gallery.png").exists()
+
+
+def _draw(folder, ids, colour):
+    """Fake ``--draw`` output: one plain picture per image id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        Image.new("RGB", (60, 40), colour).save(folder / picture_name(image_id))
+
+
+GALLERY_COLOURS = {"eval_t": (255, 0, 0), "eval_b": (0, 255, 0), "eval_d": (0, 0, 255)}
+PSEUDO_COLOUR = (255, 255, 0)
+
+
+def test_gallery_of_the_models_and_the_pseudo_labels(tmp_path):
+    pipeline, state = _reported(tmp_path, WITH_PSEUDO)
+    for stage, colour in GALLERY_COLOURS.items():
+        ids = [3, 8, 21, 40] + ([99] if stage == "eval_t" else [])   # 99: the teacher's only
+        _draw(pipeline.stage(stage).outputs["metrics"].parent / "drawings", ids, colour)
+    _draw(pipeline.workdir / "pseudo" / "drawings", [5, 6], PSEUDO_COLOUR)
+
+    paths = write_report(pipeline, state)
+    assert paths[-1] == pipeline.workdir / "gallery.png"
+    gallery = json.loads(paths[0].read_text())["gallery"]
+    assert gallery["file"] == "gallery.png"
+    assert [row["image"] for row in gallery["val"]] == [picture_name(i) for i in (3, 8, 21)]
+    assert gallery["val"][0] == {"image": picture_name(3),
+                                 "teacher": f"eval_t/drawings/{picture_name(3)}",
+                                 "baseline": f"eval_b/drawings/{picture_name(3)}",
+                                 "distilled": f"eval_d/drawings/{picture_name(3)}"}
+    assert gallery["pseudo_labels"] == [f"pseudo/drawings/{picture_name(i)}" for i in (5, 6)]
+    markdown = paths[1].read_text()
+    assert "## Pictures" in markdown and "](gallery.png)" in markdown
+    with Image.open(paths[-1]) as sheet:
+        colours = set(map(tuple, np.asarray(sheet.convert("RGB")).reshape(-1, 3).tolist()))
+    assert {*GALLERY_COLOURS.values(), PSEUDO_COLOUR} <= colours
+
+    for stage in GALLERY_COLOURS:                 # pictures gone: so is the gallery
+        for picture in (pipeline.stage(stage).outputs["metrics"].parent / "drawings").iterdir():
+            picture.unlink()
+    for picture in (pipeline.workdir / "pseudo" / "drawings").iterdir():
+        picture.unlink()
+    assert [p.name for p in write_report(pipeline, state)][-1] == "pr_curves.png"
+    assert not (pipeline.workdir / "gallery.png").exists()
+
+
+def test_bad_picture_is_a_one_line_error(tmp_path):
+    pipeline, state = _reported(tmp_path, PIPELINE)
+    for stage in GALLERY_COLOURS:
+        folder = pipeline.stage(stage).outputs["metrics"].parent / "drawings"
+        folder.mkdir()
+        (folder / picture_name(1)).write_bytes(b"not a png")
+    with pytest.raises(UserError, match="000000000001.png: cannot read this picture"):
+        write_report(pipeline, state)
+
+
+@pytest.mark.parametrize("value, message", [
+    ('"nope"', "report.pseudo_labels: no stage 'nope'"),
+    ('"eval_t"', "report.pseudo_labels: stage 'eval_t' needs the output 'labels'"),
+    ("3", "report.pseudo_labels: must be a stage name"),
+])
+def test_bad_pseudo_labels_key(tmp_path, value, message):
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE + f"pseudo_labels = {value}\n")
+    with pytest.raises(UserError, match=message):
+        load_pipeline(path, workdir=tmp_path / "w")
+
+
+@pytest.mark.parametrize("name", ["toy_sad", "custom_sad"])
+def test_shipped_pipelines_draw_the_gallery(name, tmp_path):
+    """Every eval stage draws the same number of images with the same (default) seed, so
+    they draw the same images; the pseudo-label stage draws too and feeds the gallery."""
+    pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
+    spec = pipeline.report
+    draws = set()
+    for entry in spec.models.values():
+        args = pipeline.stage(entry.eval_stage).args
+        assert "--draw-seed" not in args
+        draws.add(args[args.index("--draw") + 1])
+    pseudo = pipeline.stage(spec.pseudo_labels)
+    assert pseudo.command == "pseudo-label"
+    assert draws == {pseudo.args[pseudo.args.index("--draw") + 1]} and int(draws.pop()) > 0
 
 
 GOOD_TOTALS = {"samples": 2, "views": 4, "shard_bytes": 10, "payload_bytes_per_view": 1.0,

@@ -86,6 +86,12 @@ def test_embedded_pipeline_end_to_end(tmp_path):
     assert "| Student model | Baseline mAP | Teacher model | Baseline mAP | " \
            "Student mAP after distillation |" in markdown
     assert (workdir / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
+    gallery = report["gallery"]                                     # pictures, by default
+    assert len(gallery["val"]) == 3 and len(gallery["pseudo_labels"]) == 3
+    assert all((workdir / row[role]).is_file() for row in gallery["val"]
+               for role in ("teacher", "baseline", "distilled"))
+    assert (workdir / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](gallery.png)" in markdown
 
     again = _run(workdir)
     assert again.exit_code == 0, again.output
