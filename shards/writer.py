@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.codec import kept_fraction_per_level, pack_payload
+from shards.codec import NORMALIZER_POWER, kept_fraction_per_level, pack_payload
 from shards.errors import ShardError, ShardMismatchError
 from shards.manifest import (MANIFEST, PROGRESS, RUN, first_difference, json_digest,
                              merge_manifests, read_json, run_identity, shard_name, show,
@@ -40,7 +40,6 @@ from shards.sample import build_members, check_key
 
 __all__ = ["ShardWriter", "ShardPlan", "merge_manifests"]
 
-NORMALIZER_POWER = 1.8  # θ of the ADL normaliser N = max(Σ q^θ, 1)
 TAR_MODE = 0o644
 
 
