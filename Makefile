@@ -19,10 +19,12 @@ install: $(BIN)/sadpipe
 demo: install
 	$(BIN)/sadpipe demo --workdir $(WORKDIR)
 
-# The suite, then the numerics-sensitive tests (pytest -m numerics: two computations that
-# should agree up to float32 rounding) again with torch's and oneDNN's AVX2 kernels, so a
+# The linter (ruff: pyflakes, pycodestyle, import order; pyproject.toml), the suite, then the
+# numerics-sensitive tests (pytest -m numerics: two computations that should agree up to
+# float32 rounding) again with torch's and oneDNN's AVX2 kernels, so a
 # tolerance that holds only on one CPU's vector width fails here, not on a user's machine.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory test-numerics CPU_KERNELS=avx2
 

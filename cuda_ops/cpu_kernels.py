@@ -20,8 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from cuda_ops.constants import IGNORE
-from cuda_ops.fastmath import INLINE as _INLINE
 from cuda_ops.fastmath import F32, FLT_MIN, ONE, ZERO, exp_neg, expm1_neg, log1p_unit, log_pos
+from cuda_ops.fastmath import INLINE as _INLINE
 
 _KERNEL = dict(fastmath=True, error_model="numpy", cache=True, nogil=True, parallel=True)
 

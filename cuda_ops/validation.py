@@ -56,7 +56,8 @@ def check_labels(labels, logits):
     if labels.dtype != torch.int64:
         raise LossInputError("labels", f"expected dtype int64, got {str(labels.dtype)[6:]}")
     if labels.device != logits.device:
-        raise LossInputError("labels", f"expected device {logits.device} like the logits, got {labels.device}")
+        raise LossInputError("labels",
+                             f"expected device {logits.device} like the logits, got {labels.device}")
     if labels.numel():
         low, high = (int(v) for v in torch.aminmax(labels))
         if low < IGNORE or high >= logits.shape[1]:
@@ -81,7 +82,8 @@ def check_adl_gamma(gamma):
     """The ADW's exponent: 0 or >= 1 (for 0 < gamma < 1 its gradient is unbounded at D = 0)."""
     gamma = check_real("gamma", gamma, low=0.0)
     if 0.0 < gamma < 1.0:
-        raise LossInputError("gamma", f"must be 0 or >= 1 (the ADW's gradient is unbounded below 1), got {gamma}")
+        raise LossInputError("gamma",
+                             f"must be 0 or >= 1 (the ADW's gradient is unbounded below 1), got {gamma}")
     return gamma
 
 
@@ -90,7 +92,8 @@ def normalizer_tensor(normalizer, logits):
     and dtype. Must be > 0 and finite (checked on CPU; a CUDA tensor is not synchronised)."""
     if isinstance(normalizer, torch.Tensor):
         if normalizer.dim() != 0:
-            raise LossInputError("normalizer", f"expected a number or a 0-dim tensor, got shape {tuple(normalizer.shape)}")
+            raise LossInputError("normalizer", f"expected a number or a 0-dim tensor, got shape "
+                                               f"{tuple(normalizer.shape)}")
         if not normalizer.dtype.is_floating_point and normalizer.dtype != torch.int64:
             raise LossInputError("normalizer", f"expected a real dtype, got {str(normalizer.dtype)[6:]}")
         if normalizer.device.type == "cpu":

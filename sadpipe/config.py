@@ -6,8 +6,9 @@ only set keys that exist here, with a value of the same type; anything else is a
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from sadpipe.errors import UserError
 

@@ -4,8 +4,14 @@ Knows nothing about models: it stores dense per-view score arrays (compressed), 
 pyramid level and opaque JSON metadata. Must not import ``sadpipe`` or ``cuda_ops``.
 """
 from shards.codec import SparseCodec, codec_from_params, kept_fraction_per_level, payload_nbytes
-from shards.errors import (ChecksumError, CodecError, CorruptShardError, ManifestError,
-                           ShardError, ShardMismatchError)
+from shards.errors import (
+                           ChecksumError,
+                           CodecError,
+                           CorruptShardError,
+                           ManifestError,
+                           ShardError,
+                           ShardMismatchError,
+)
 from shards.manifest import check_compatible, merge_manifests, read_manifest
 from shards.reader import decode_view, shard_pipeline
 from shards.synthetic import teacher_like_scores

@@ -28,8 +28,9 @@ Stored form (``pack_payload`` / ``unpack_payload``, format 2): one zlib stream o
 level_sizes, fill, the block offsets as differences of consecutive ones (the background
 field is smooth), the kept positions as LEB128 varints of their gaps (first position, then
 position - previous - 1: one byte for nearly every kept entry) and the values as byte
-planes (low bytes, then high bytes when a code exceeds 255), all little-endian. Decoding is one inflate, one varint scan, a broadcast of one small table row
-per block and one scatter of K values, so it runs at memory speed.
+planes (low bytes, then high bytes when a code exceeds 255), all little-endian. Decoding is
+one inflate, one varint scan, a broadcast of one small table row per block and one scatter of
+K values, so it runs at memory speed.
 """
 import functools
 import math

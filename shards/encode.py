@@ -21,8 +21,15 @@ import numpy as np
 from numba import njit
 
 from cuda_ops.fastmath import F32, ONE, ZERO, exp_neg, log_pos
-from shards.background import (CONTRAST_MAX, CONTRAST_STEPS, MIN_SCORE, OFFSET_CODES, OFFSET_STEP,
-                               SCALE_STEPS, prior_cross_entropy)
+from shards.background import (
+    CONTRAST_MAX,
+    CONTRAST_STEPS,
+    MIN_SCORE,
+    OFFSET_CODES,
+    OFFSET_STEP,
+    SCALE_STEPS,
+    prior_cross_entropy,
+)
 
 _KERNEL = dict(fastmath=True, error_model="numpy", cache=True, nogil=True)
 _MIN_SCORE = F32(MIN_SCORE)

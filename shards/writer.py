@@ -33,9 +33,19 @@ import numpy as np
 
 from shards.codec import NORMALIZER_POWER, kept_fraction_per_level, pack_payload
 from shards.errors import ShardError, ShardMismatchError
-from shards.manifest import (MANIFEST, PROGRESS, RUN, first_difference, json_digest,
-                             merge_manifests, read_json, run_identity, shard_name, show,
-                             write_json_atomic)
+from shards.manifest import (
+    MANIFEST,
+    PROGRESS,
+    RUN,
+    first_difference,
+    json_digest,
+    merge_manifests,
+    read_json,
+    run_identity,
+    shard_name,
+    show,
+    write_json_atomic,
+)
 from shards.sample import build_members, check_key
 
 __all__ = ["ShardWriter", "ShardPlan", "merge_manifests"]

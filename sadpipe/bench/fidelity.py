@@ -133,8 +133,7 @@ def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tupl
     from sadpipe.checkpoint import load_model
     from sadpipe.engine.distributed import DistInfo
     from sadpipe.engine.teacher import Teacher
-    from sadpipe.engine.trainer import (LABELED, PSEUDO, open_stream, source_names,
-                                        teacher_targets)
+    from sadpipe.engine.trainer import LABELED, PSEUDO, open_stream, source_names, teacher_targets
     from sadpipe.modeling.distill import adaptive_distillation_loss
     from sadpipe.modeling.targets import IGNORE, build_targets
 

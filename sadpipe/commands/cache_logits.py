@@ -45,9 +45,10 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
     teacher of `train --teacher` does too); a sparse codec keeps the informative scores, and
     each sample also stores the image, its targets and the exact ADL normaliser Σq^1.8.
     Images without boxes are left out (training never uses them), and the others are
-    stored in a shuffled order (--shuffle-seed) so every shard mixes the whole set. Killed runs resume where they stopped when started again with the
-    same command; under `torchrun --nproc_per_node=K` each rank writes its own shards and
-    rank 0 writes the manifest.
+    stored in a shuffled order (--shuffle-seed) so every shard mixes the whole set. Killed
+    runs resume where they stopped when started again with the same command; under
+    `torchrun --nproc_per_node=K` each rank writes its own shards and rank 0 writes the
+    manifest.
 
     \b
     Example (embedded data):

@@ -35,7 +35,8 @@ def command(state_dict_path, arch, out_path, min_size, max_size):
     except FileNotFoundError:
         raise UserError(f"{state_dict_path}: file not found") from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is a user error
-        raise UserError(f"{state_dict_path}: not a readable torch state dict ({type(err).__name__})") from None
+        raise UserError(f"{state_dict_path}: not a readable torch state dict "
+                        f"({type(err).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and "format" in state:
         raise UserError(f"{state_dict_path}: already a sadpipe checkpoint")
     if not isinstance(state, dict) or "head.classification_head.cls_logits.weight" not in state:

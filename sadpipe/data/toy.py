@@ -113,7 +113,8 @@ def _make_image(task: tuple) -> tuple:
     toy = render_toy_image(seed, split_id, index)
     file_name = f"{index + 1:06d}.jpg"
     buffer = io.BytesIO()
-    Image.fromarray(toy.pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING)
+    Image.fromarray(toy.pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY,
+                                     subsampling=JPEG_SUBSAMPLING)
     with atomic_path(Path(folder) / file_name) as tmp:
         tmp.write_bytes(buffer.getvalue())
     height, width = toy.pixels.shape[:2]

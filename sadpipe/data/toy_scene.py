@@ -70,7 +70,8 @@ def render_toy_image(seed: int, split_id: int, index: int) -> ToyImage:
         scene.add_object(rng)
     for _ in range(rng.integers(CLUTTER_ABOVE[0], CLUTTER_ABOVE[1] + 1)):
         scene.add_clutter(rng, kinds=toy_clutter.STROKES)
-    noisy = scene.canvas + rng.standard_normal(scene.canvas.shape, dtype=np.float32) * rng.uniform(*PIXEL_NOISE)
+    noise = rng.standard_normal(scene.canvas.shape, dtype=np.float32)
+    noisy = scene.canvas + noise * rng.uniform(*PIXEL_NOISE)
     pixels = np.rint(np.clip(noisy, 0, 255, out=noisy), out=noisy).astype(np.uint8)
     return ToyImage(pixels, scene.owner, scene.objects)
 

@@ -21,9 +21,9 @@ from PIL import Image
 
 import shards
 from sadpipe.checkpoint import file_sha256
+from sadpipe.config import load_config
 from sadpipe.data.categories import as_dicts, same_ids
 from sadpipe.data.coco import CocoDataset, ImageError
-from sadpipe.config import load_config
 from sadpipe.data.transforms import Preprocessing, make_recipe, preprocessing_from_config
 from sadpipe.engine.distributed import DistInfo, barrier
 from sadpipe.engine.sharding import split_for_rank

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sadpipe import zoo
 from sadpipe.data import toy, toy_crops
 from sadpipe.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sadpipe.errors import UserError
 from sadpipe.fileio import atomic_path
 from sadpipe.modeling.classifier import BodyClassifier
-from sadpipe import zoo
 
 log = logging.getLogger(__name__)
 

@@ -74,5 +74,7 @@ def _first_difference(old: str, new: str) -> str:
         if a.startswith("["):
             section = a.strip("[]")
         if a != b:
-            return f"{section}.{a.split('=')[0].strip()}: {a.split('=', 1)[-1].strip()} vs {b.split('=', 1)[-1].strip()}"
+            key = a.split("=")[0].strip()
+            have, want = a.split("=", 1)[-1].strip(), b.split("=", 1)[-1].strip()
+            return f"{section}.{key}: {have} vs {want}"
     return "config differs"

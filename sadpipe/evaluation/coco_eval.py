@@ -22,8 +22,14 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sadpipe.data.coco import (check_fields, is_finite_number, is_json_int, load_json_file,
-                               read_coco_json, show_value)
+from sadpipe.data.coco import (
+    check_fields,
+    is_finite_number,
+    is_json_int,
+    load_json_file,
+    read_coco_json,
+    show_value,
+)
 from sadpipe.errors import UserError
 from sadpipe.evaluation.plots import plot_pr_curve
 from sadpipe.evaluation.report import format_metrics

@@ -15,8 +15,7 @@ from PIL import Image
 
 from sadpipe.data.categories import class_index_of
 from sadpipe.data.coco import CocoDataset, ImageError
-from sadpipe.evaluation.draw import (choose_images, draw_boxes, picture_name, write_pictures,
-                                     xywh_to_xyxy)
+from sadpipe.evaluation.draw import choose_images, draw_boxes, picture_name, write_pictures, xywh_to_xyxy
 
 DRAWINGS_DIR = "drawings"
 FAINT_FLOOR = 0.1   # pseudo-label pictures: weakest teacher box drawn (faint)
@@ -74,7 +73,7 @@ def write_pseudo_label_pictures(teacher, images_dir, image_info, dataset: dict, 
             ``i + id_offset``.
     Returns the PNG paths.
     """
-    from sadpipe.checkpoint import load_model               # torch: only when needed
+    from sadpipe.checkpoint import load_model  # torch: only when needed
     from sadpipe.engine.inference import Predictor
     from sadpipe.engine.pseudo_label import list_image_files, load_item, read_image_info
 
@@ -103,7 +102,7 @@ def write_pseudo_label_pictures(teacher, images_dir, image_info, dataset: dict, 
 def weak_boxes(predictor, pixels: np.ndarray, score_thresh: float) -> list[dict]:
     """The teacher's detections on one image (RGB uint8 (H, W, 3)) scoring in
     [``FAINT_FLOOR``, ``score_thresh``), as COCO results (``image_id`` 0)."""
-    from sadpipe.engine.inference import to_coco_results   # torch: only when needed
+    from sadpipe.engine.inference import to_coco_results  # torch: only when needed
 
     spec = predictor.spec
     results = to_coco_results(0, predictor([pixels])[0], spec.category_ids,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sadpipe.data.toy import annotation_path, image_dir
 from sadpipe.pipeline.references import BadReference, substitute
-from sadpipe.zoo import ZOO_DIR
 from sadpipe.pipeline.stage import Stage
+from sadpipe.zoo import ZOO_DIR
 
 DATA_STAGE = "data"
 SPLITS = ("train", "val", "unlabeled")

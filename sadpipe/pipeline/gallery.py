@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from sadpipe.evaluation.draw import MAX_LONG_SIDE, PICTURE_SUFFIX, grid
 from sadpipe.errors import UserError
+from sadpipe.evaluation.draw import MAX_LONG_SIDE, PICTURE_SUFFIX, grid
 from sadpipe.evaluation.pictures import DRAWINGS_DIR
 from sadpipe.fileio import atomic_path
 from sadpipe.pipeline.report_spec import PSEUDO_OUTPUT, ROLES

@@ -6,8 +6,9 @@ checkout carries them as package data (``*.toml``).
 """
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from sadpipe.errors import UserError
 

@@ -27,26 +27,27 @@ Layout (see ``pipelines/toy_sad.toml`` for a complete example)::
     [report]                         # see sadpipe.pipeline.report
 
 References (``sadpipe.pipeline.references``): ``${workdir}``, ``${pipeline_dir}`` (the folder
-of the pipeline file), ``${zoo_dir}`` (the model zoo, :mod:`sadpipe.zoo`), ``${data.KEY}``, ``${vars.KEY}``, ``${STAGE.OUTPUT}`` of an earlier stage
-or of the stage itself; ``$$`` is a literal ``$``. Relative paths in ``inputs``, ``outputs``,
-``clean`` and ``given`` are taken from the current folder. Nothing in the file is executed.
+of the pipeline file), ``${zoo_dir}`` (the model zoo, :mod:`sadpipe.zoo`), ``${data.KEY}``,
+``${vars.KEY}``, ``${STAGE.OUTPUT}`` of an earlier stage or of the stage itself; ``$$`` is a
+literal ``$``. Relative paths in ``inputs``, ``outputs``, ``clean`` and ``given`` are taken
+from the current folder. Nothing in the file is executed.
 """
 from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
+
 from sadpipe.config import parse_value, set_value
 from sadpipe.errors import UserError
-from sadpipe.pipeline.data import (DATA_STAGE, ZOO_REFERENCE, DataError, data_stage, data_values,
-                                   with_defaults)
-from sadpipe.zoo import ZOO_DIR
+from sadpipe.pipeline.data import DATA_STAGE, ZOO_REFERENCE, DataError, data_stage, data_values, with_defaults
 from sadpipe.pipeline.references import BadReference, as_text, substitute
 from sadpipe.pipeline.report_spec import ReportSpec, parse_report
 from sadpipe.pipeline.stage import DEFAULT_NPROC, Stage
+from sadpipe.zoo import ZOO_DIR
 
 SECTIONS = ("pipeline", "data", "vars", "stages", "report")
 STAGE_KEYS = ("name", "command", "args", "inputs", "outputs", "resume", "clean", "nproc", "given")

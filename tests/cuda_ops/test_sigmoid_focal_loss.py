@@ -10,8 +10,8 @@ import cuda_ops
 from tests.cuda_ops import float64_reference as ref
 from tests.cuda_ops.conftest import (
     BACKENDS,
-    FUSED_BACKENDS,
     EXTREME_LOGITS,
+    FUSED_BACKENDS,
     assert_matches,
     loss_and_grad,
     random_labels,

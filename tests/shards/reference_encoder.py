@@ -9,9 +9,18 @@ import math
 
 import numpy as np
 
-from shards.background import (CONTRAST_MAX, CONTRAST_STEPS, MIN_SCORE, OFFSET_CODES, OFFSET_STEP,
-                               SCALE_STEPS, _offset_grid, _sigmoid, _stand_ins,
-                               prior_cross_entropy)
+from shards.background import (
+    CONTRAST_MAX,
+    CONTRAST_STEPS,
+    MIN_SCORE,
+    OFFSET_CODES,
+    OFFSET_STEP,
+    SCALE_STEPS,
+    _offset_grid,
+    _sigmoid,
+    _stand_ins,
+    prior_cross_entropy,
+)
 from shards.codec import LOGIT_MAX, VALUE_BITS
 
 MATCHED_TERMS = ("a3", "a2b", "ab2", "b3")

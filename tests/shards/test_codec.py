@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from shards import CodecError, SparseCodec, codec_from_params, kept_fraction_per_level
-from shards.codec import (LOGIT_MAX, VALUE_LEVELS, pack_payload, payload_nbytes, unpack_payload,
-                          _positions_from_gaps, _varint_gaps)
+from shards.codec import (
+    LOGIT_MAX,
+    VALUE_LEVELS,
+    _positions_from_gaps,
+    _varint_gaps,
+    pack_payload,
+    payload_nbytes,
+    unpack_payload,
+)
 from shards.quality import adl_and_grad, codec_error
 from shards.synthetic import teacher_like_scores
 

@@ -7,13 +7,34 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from shards import (ChecksumError, CorruptShardError, ManifestError, ShardError,
-                    ShardMismatchError, check_compatible, decode_view, merge_manifests,
-                    read_manifest, shard_pipeline, verify_shards)
+from shards import (
+    ChecksumError,
+    CorruptShardError,
+    ManifestError,
+    ShardError,
+    ShardMismatchError,
+    check_compatible,
+    decode_view,
+    merge_manifests,
+    read_manifest,
+    shard_pipeline,
+    verify_shards,
+)
 from shards.codec import unpack_payload
 
-from .conftest import (CODEC, HEADER, LEVEL_SIZES, VIEWS, build, image_bytes, is_unreadable,
-                       make_keys, target_of, view_probs, write_rank)
+from .conftest import (
+    CODEC,
+    HEADER,
+    LEVEL_SIZES,
+    VIEWS,
+    build,
+    image_bytes,
+    is_unreadable,
+    make_keys,
+    target_of,
+    view_probs,
+    write_rank,
+)
 
 
 def all_samples(directory, **kwargs):

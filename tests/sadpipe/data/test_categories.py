@@ -4,8 +4,14 @@ import itertools
 
 import pytest
 
-from sadpipe.data.categories import (as_dicts, class_index_of, class_order, class_permutation,
-                                     in_class_order, same_ids)
+from sadpipe.data.categories import (
+    as_dicts,
+    class_index_of,
+    class_order,
+    class_permutation,
+    in_class_order,
+    same_ids,
+)
 
 FILE_ORDER = [{"id": 42, "name": "boat"}, {"id": 7, "name": "car"}, {"id": 99, "name": "person"}]
 # written out by hand from the rule

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sadpipe.data.coco import (CocoDataset, ImageError, ImageRecord, open_image,
-                               read_coco_json)
+from sadpipe.data.coco import CocoDataset, ImageError, ImageRecord, open_image, read_coco_json
 from sadpipe.errors import UserError
 
 

@@ -242,17 +242,19 @@ def test_objects_overlap_but_stay_at_least_half_visible():
         boxes = [a["bbox"] for a in toy_image.annotations()]
         for i, (xa, ya, wa, ha) in enumerate(boxes):
             for xb, yb, wb, hb in boxes[i + 1:]:
-                overlapping_pairs += min(xa + wa, xb + wb) > max(xa, xb) and min(ya + ha, yb + hb) > max(ya, yb)
+                overlapping_pairs += (min(xa + wa, xb + wb) > max(xa, xb)
+                                      and min(ya + ha, yb + hb) > max(ya, yb))
         for k, obj in enumerate(toy_image.objects):
             visible = int((toy_image.owner == k + 1).sum())
-            assert visible >= toy_scene.MIN_VISIBLE * obj.full_pixels and visible >= toy_scene.MIN_OBJECT_PIXELS
+            assert visible >= toy_scene.MIN_VISIBLE * obj.full_pixels
+            assert visible >= toy_scene.MIN_OBJECT_PIXELS
             occluded += visible < 0.9 * obj.full_pixels
     assert overlapping_pairs >= 5 and occluded >= 5
 
 
 def test_unlabelled_clutter_is_drawn():
-    with_clutter = sum((toy_scene.render_toy_image(0, SPLIT_IDS["unlabeled"], i).owner == toy_scene.DISTRACTOR).any()
-                       for i in range(10))
+    owners = [toy_scene.render_toy_image(0, SPLIT_IDS["unlabeled"], i).owner for i in range(10)]
+    with_clutter = sum((owner == toy_scene.DISTRACTOR).any() for owner in owners)
     assert with_clutter >= 8
 
 

@@ -1,8 +1,7 @@
 import numpy as np
 import torch
 
-from sadpipe.data.transforms import (DETECTRON_PIXEL_MEANS, Preprocessing, make_recipe, make_view,
-                                     renormalize)
+from sadpipe.data.transforms import DETECTRON_PIXEL_MEANS, Preprocessing, make_recipe, make_view, renormalize
 
 TORCHVISION = Preprocessing(min_size=32, max_size=64)
 DETECTRON = Preprocessing(min_size=32, max_size=64, mean=DETECTRON_PIXEL_MEANS, std=(1.0, 1.0, 1.0),

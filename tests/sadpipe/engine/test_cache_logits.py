@@ -29,8 +29,13 @@ from sadpipe.data.transforms import Preprocessing, make_recipe
 from sadpipe.engine.cache_logits import sample_key
 from sadpipe.engine.teacher import Teacher
 from shards.codec import pack_payload, unpack_payload
-from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
-                                    with_categories_reversed, write_tiny_coco)
+from tests.sadpipe.conftest import (
+    CATEGORIES,
+    assert_one_line_error,
+    make_tiny_checkpoint,
+    with_categories_reversed,
+    write_tiny_coco,
+)
 from tests.shards import adl_reference
 
 REPO = Path(__file__).resolve().parents[3]

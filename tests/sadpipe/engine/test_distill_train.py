@@ -30,8 +30,7 @@ from sadpipe.data.transforms import Preprocessing
 from sadpipe.modeling.anchors import AnchorLayout
 from shards.codec import pack_payload, unpack_payload
 from shards.sample import digest, dumps_json, npy_bytes
-from tests.sadpipe.conftest import (CATEGORIES, tiny_train_overrides, with_categories_reversed,
-                                    write_tiny_coco)
+from tests.sadpipe.conftest import CATEGORIES, tiny_train_overrides, with_categories_reversed, write_tiny_coco
 from tests.sadpipe.engine.test_cache_logits import make_teacher
 
 REPO = Path(__file__).resolve().parents[3]

@@ -7,7 +7,6 @@ derived from float32 accumulation, and shows that the comparison still separates
 wrong maths: the same two processes with per-process normalisers (focal's foreground count
 and the ADL's Σq^θ taken on each half, which is what a missing all-reduce would do) miss it by
 orders of magnitude more."""
-import os
 
 import pytest
 import torch

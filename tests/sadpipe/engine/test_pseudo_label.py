@@ -20,8 +20,13 @@ from sadpipe.data.coco import CocoDataset
 from sadpipe.engine import pseudo_label as engine
 from sadpipe.engine.inference import Predictor
 from sadpipe.engine.sharding import block_bounds, part_path, split_for_rank
-from tests.sadpipe.conftest import (CATEGORIES, assert_one_line_error, make_tiny_checkpoint,
-                                    with_categories_reversed, write_tiny_coco)
+from tests.sadpipe.conftest import (
+    CATEGORIES,
+    assert_one_line_error,
+    make_tiny_checkpoint,
+    with_categories_reversed,
+    write_tiny_coco,
+)
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

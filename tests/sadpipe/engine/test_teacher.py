@@ -20,8 +20,7 @@ from sadpipe.data.coco import CocoDataset
 from sadpipe.data.loader import BatchSchedule, TrainDataset
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.engine.teacher import Teacher
-from sadpipe.engine.trainer import (LABELED, model_spec_from_config, open_stream, source_names,
-                                    teacher_targets)
+from sadpipe.engine.trainer import LABELED, model_spec_from_config, open_stream, source_names, teacher_targets
 from sadpipe.modeling.distill import adaptive_distillation_loss
 from sadpipe.modeling.targets import IGNORE, build_targets
 from tests.sadpipe.conftest import CATEGORIES, write_tiny_coco

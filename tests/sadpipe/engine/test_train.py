@@ -24,7 +24,8 @@ def _args(ann, images, out, *extra, **overrides):
 
 def _run_cli(args):
     return subprocess.Popen([sys.executable, "-m", "sadpipe.cli", "train", "--config", "/dev/null", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _weights(path):

@@ -11,8 +11,15 @@ from pycocotools.cocoeval import COCOeval
 from sadpipe.errors import UserError
 from sadpipe.evaluation import STAT_NAMES, evaluate_detections
 from sadpipe.evaluation.report import format_metrics
-from tests.sadpipe.evaluation.conftest import (CAT, DOG, FALSE_POSITIVE, GT_BOXES,
-                                               perfect_detections, tiny_gt, write_json)
+from tests.sadpipe.evaluation.conftest import (
+    CAT,
+    DOG,
+    FALSE_POSITIVE,
+    GT_BOXES,
+    perfect_detections,
+    tiny_gt,
+    write_json,
+)
 
 
 def jittered_detections(seed=0) -> list:

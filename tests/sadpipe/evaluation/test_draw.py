@@ -5,9 +5,17 @@ import pytest
 from PIL import Image
 
 from sadpipe.evaluation import draw
-from sadpipe.evaluation.draw import (BOX_WIDTH, GT_COLOURS, choose_images, class_colour,
-                                     draw_boxes, grid, picture_name, upscale_factor,
-                                     write_pictures)
+from sadpipe.evaluation.draw import (
+    BOX_WIDTH,
+    GT_COLOURS,
+    choose_images,
+    class_colour,
+    draw_boxes,
+    grid,
+    picture_name,
+    upscale_factor,
+    write_pictures,
+)
 
 BACKGROUND = (0, 0, 0)
 SIZE = 100                      # a blank SIZE x SIZE image

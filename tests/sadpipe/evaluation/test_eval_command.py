@@ -5,8 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from sadpipe.cli import cli
-from tests.sadpipe.evaluation.conftest import (CAT, FALSE_POSITIVE, perfect_detections,
-                                               tiny_gt, write_json)
+from tests.sadpipe.evaluation.conftest import CAT, FALSE_POSITIVE, perfect_detections, tiny_gt, write_json
 
 
 def run_eval(*args):

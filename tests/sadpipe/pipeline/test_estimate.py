@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from sadpipe.pipeline import find_pipeline, load_pipeline
-from sadpipe.pipeline import estimate
+from sadpipe.pipeline import estimate, find_pipeline, load_pipeline
 from sadpipe.pipeline.estimate import REFERENCE_SECONDS, STAGE_START_S, estimate_seconds
 from sadpipe.pipeline.state import FORMAT
 

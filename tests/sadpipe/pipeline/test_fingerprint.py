@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from sadpipe.errors import UserError
-from sadpipe.pipeline.fingerprint import (InputHasher, MissingInput, file_digest, folder_digest,
-                                          relative_to_workdir, stage_fingerprint)
+from sadpipe.pipeline.fingerprint import (
+    InputHasher,
+    MissingInput,
+    file_digest,
+    folder_digest,
+    relative_to_workdir,
+    stage_fingerprint,
+)
 from sadpipe.pipeline.runner import decide
 from sadpipe.pipeline.stage import Stage
 from sadpipe.pipeline.state import DONE, FAILED, FRESH, RESUME, RUNNING, RunState, workdir_lock

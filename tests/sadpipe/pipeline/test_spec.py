@@ -10,7 +10,6 @@ from sadpipe.pipeline.references import BadReference, substitute
 from sadpipe.pipeline.spec import load_pipeline
 from tests.sadpipe.pipeline.conftest import PIPELINE, dedent, write_tiny_pipeline
 
-
 # ---- references
 
 def test_substitute_hand_cases():
