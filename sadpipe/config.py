@@ -6,9 +6,8 @@ only set keys that exist here, with a value of the same type; anything else is a
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from sadpipe.errors import UserError
 

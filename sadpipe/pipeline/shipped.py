@@ -6,9 +6,8 @@ checkout carries them as package data (``*.toml``).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from sadpipe.errors import UserError
 

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from sadpipe.config import parse_value, set_value
 from sadpipe.errors import UserError
