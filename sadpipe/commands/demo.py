@@ -17,7 +17,8 @@ Same as `sadpipe run toy_sad --workdir WORKDIR --set data.seed=SEED`:
   7. student_sad     the same student and schedule with the adaptive distillation loss
   8-10. eval_*       COCO mAP of teacher, baseline student and distilled student
 then WORKDIR/report.md, report.json and pr_curves.png: the paper's main-results table for
-this run. Before it starts, the demo measures this machine for a few seconds and prints an
+this run; and gallery.png: what each model finds on the same val images, and the teacher's
+pseudo-labels. Before it starts, the demo measures this machine for a few seconds and prints an
 estimate of its total time. Stage logs go to WORKDIR/logs/. Running the demo again skips
 what is done and continues a stage that was interrupted.
 
