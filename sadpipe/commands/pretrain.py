@@ -28,8 +28,12 @@ A killed run continues from its last finished epoch when run again with the same
 """
 
 
+SMALL_ARCHS = ["toy_teacher", "toy_student", "toy_student_mid"]  # the RegNet bodies of
+# sadpipe.modeling.backbones.ARCHS, named here so that --help loads no torch
+
+
 @click.command(name="pretrain", help=HELP, short_help="Pretrain a toy body on object crops.")
-@click.option("--arch", required=True, type=click.Choice(["toy_teacher", "toy_student"]),
+@click.option("--arch", required=True, type=click.Choice(SMALL_ARCHS),
               help="Which small body to pretrain.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Body file to write (.pt).")

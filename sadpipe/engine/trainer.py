@@ -142,7 +142,8 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
 
     if dist.is_main:
         provenance = run_provenance(cfg, sources, command=command, iterations=max_iter,
-                                    wall_time=time.perf_counter() - t_loop, dist=dist)
+                                    wall_time=time.perf_counter() - t_loop, dist=dist,
+                                    teacher=teacher)
         save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg, provenance=provenance)
         log.info("wrote %s", run.final_model)
     return run
@@ -334,10 +335,11 @@ def _resume(run: RunDir, model, optimizer) -> tuple[int, float]:
 
 
 def run_provenance(cfg: dict, sources: dict, *, command: str, iterations: int, wall_time: float,
-                   dist: DistInfo) -> dict:
+                   dist: DistInfo, teacher=None) -> dict:
     """How a trained model was made (stored in ``model_final.pt`` beside its ``config``): the
-    command, iterations, wall time (summed over resumes), the data of each batch source, and
-    the files the weights started from, with their sha256."""
+    command, iterations, wall time (summed over resumes), the data of each batch source, the
+    files the weights started from, and the live teacher (``teacher``) if any, with their
+    sha256 (a cache's teacher is recorded in its manifest)."""
     data = {}
     for name, source in sources.items():
         if source[0] == "coco":
@@ -349,7 +351,9 @@ def run_provenance(cfg: dict, sources: dict, *, command: str, iterations: int, w
                     for key in ("body_weights", "init") if cfg["model"][key]}
     return {"command": command, "iterations": iterations, "wall_time_s": round(wall_time, 1),
             "images_per_s": round(iterations * cfg["solver"]["images_per_batch"] / max(wall_time, 1e-9), 2),
-            "data": data, "started_from": started_from, "processes": dist.world_size,
+            "data": data, "started_from": started_from,
+            **({"teacher": {"path": str(teacher), "sha256": file_sha256(teacher)}} if teacher else {}),
+            "processes": dist.world_size,
             "threads": torch.get_num_threads(), "torch_version": str(torch.__version__)}
 
 

@@ -51,6 +51,11 @@ ARCHS: dict[str, ArchSpec] = {
                             widths=(32, 64, 128, 256), group_width=16, head_init="kaiming"),
     "toy_student": ArchSpec("regnet", fpn_channels=32, stem_width=16, depths=(1, 1, 2, 1),
                             widths=(16, 32, 64, 128), group_width=8, head_init="kaiming"),
+    # The toy R-50 to the teacher's R-101 (pipelines/toy_paper.toml): a body with 0.3x the
+    # teacher's parameters, FPN 48; chosen by measurement to run >= 1.5x the teacher's
+    # inference images/s (python -m sadpipe.bench.inference) without starving the head.
+    "toy_student_mid": ArchSpec("regnet", fpn_channels=48, stem_width=16, depths=(1, 1, 3, 1),
+                                widths=(24, 48, 96, 192), group_width=8, head_init="kaiming"),
 }
 
 

@@ -114,3 +114,11 @@ def test_cli_writes_the_body_with_its_provenance(tmp_path):
 def test_help_explains_the_command():
     result = CliRunner().invoke(pretrain_command, ["--help"])
     assert result.exit_code == 0 and "pretrain split" in result.output.replace("`", "")
+
+
+def test_pretrain_offers_every_small_body():
+    """--arch lists exactly the RegNet bodies of ARCHS (named in the command so --help loads
+    no torch)."""
+    from sadpipe.commands.pretrain import SMALL_ARCHS
+    from sadpipe.modeling.backbones import ARCHS
+    assert SMALL_ARCHS == [name for name, spec in ARCHS.items() if spec.family == "regnet"]
