@@ -66,7 +66,9 @@ def command(ctx, checkpoint, detections, annotations, images, out, batch_size, d
     Writes to --out:
       detections.json  the model's detections, COCO results format (--checkpoint only)
       metrics.json     AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l as fractions
-                       (null where undefined), per-class AP, image and detection counts
+                       (null where undefined), per-class AP, image and detection counts,
+                       and (--checkpoint) "inference": the model's images/s (network and
+                       post-processing; python -m sadpipe.bench.inference compares models)
       pr_curve.json    precision at 101 recall points, one list per IoU 0.50:0.95
       pr_curve.png     those curves, drawn
       drawings/        with --draw N: N images with boxes, <image id>.png
@@ -82,11 +84,13 @@ def command(ctx, checkpoint, detections, annotations, images, out, batch_size, d
                   count=draw, min_score=draw_score, seed=draw_seed, quiet=quiet)
         return
     check_out_dir(out)
+    timing = {}
     dataset, results = _detect(checkpoint, annotations, images, batch_size=batch_size,
-                               device=device, progress=not quiet)
+                               device=device, progress=not quiet, timing=timing)
     results_path = out / DETECTIONS_FILE
     write_json(results_path, results, indent=None)
-    evaluate_detections(annotations, results, out, quiet=quiet, source=str(results_path))
+    evaluate_detections(annotations, results, out, quiet=quiet, source=str(results_path),
+                        inference=timing)
     if draw:
         _draw(dataset, results, out, count=draw, min_score=draw_score, seed=draw_seed,
               quiet=quiet)

@@ -92,5 +92,5 @@ def run_and_summarize(pipeline, *, start=None, only=None) -> None:
             click.echo("report not updated (--only); run without --only to refresh it")
         return
     report = json.loads(result.report_files[0].read_text())
-    click.echo("\n".join(["", *main_table(report["main_results"]), ""]))
+    click.echo("\n".join(["", *main_table(report["main_results"], report.get("paper")), ""]))
     click.echo("report: " + ", ".join(str(p) for p in result.report_files))

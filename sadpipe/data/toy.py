@@ -112,15 +112,20 @@ def _make_image(task: tuple) -> tuple:
     seed, split_id, index, folder = task
     toy = render_toy_image(seed, split_id, index)
     file_name = f"{index + 1:06d}.jpg"
-    buffer = io.BytesIO()
-    Image.fromarray(toy.pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY,
-                                     subsampling=JPEG_SUBSAMPLING)
     with atomic_path(Path(folder) / file_name) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        tmp.write_bytes(jpeg_bytes(toy.pixels))
     height, width = toy.pixels.shape[:2]
     info = {"id": split_id * IMAGE_ID_STRIDE + index + 1, "file_name": file_name,
             "width": width, "height": height, "license": LICENSE["id"]}
     return info, toy.annotations()
+
+
+def jpeg_bytes(pixels) -> bytes:
+    """The JPEG file ``sadpipe toy-data`` writes for an image's pixels (H, W, 3) uint8."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY,
+                                 subsampling=JPEG_SUBSAMPLING)
+    return buffer.getvalue()
 
 
 def _coco_dataset(records: list, params: dict, *, labeled: bool) -> dict:

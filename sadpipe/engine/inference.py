@@ -1,6 +1,8 @@
 """Batched inference: images in original pixels → detections in original pixels."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -16,25 +18,48 @@ from sadpipe.modeling.postprocess import postprocess
 
 class Predictor:
     """Runs a detector at its test scale (``preprocessing.min_size``), no flip, reading its
-    outputs as its checkpoint says (anchors, box convention, thresholds)."""
+    outputs as its checkpoint says (anchors, box convention, thresholds).
+
+    A call is three steps, which ``python -m sadpipe.bench.inference`` times apart:
+    :meth:`prepare` (resize, normalise, pad), :meth:`forward` (the network) and
+    :meth:`detections` (decode, clip, NMS)."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu"):
         self.model, self.spec, self.device = model.eval(), spec, device
+        self._anchors: dict[tuple[int, int], torch.Tensor] = {}   # padded (H, W) -> (HWA, 4)
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[dict]:
         """images: RGB uint8 arrays (H, W, 3). Returns per image "boxes" (D, 4) xyxy original
         pixels, "scores" (D,), "labels" (D,) class indices."""
-        prep, layout = self.spec.preprocessing, self.spec.anchor_layout
+        batch, recipes = self.prepare(images)
+        return self.detections(self.forward(batch), recipes, tuple(batch.shape[-2:]))
+
+    def prepare(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
+        """The padded batch (N, 3, H, W) on the device, and each image's resize recipe."""
+        prep = self.spec.preprocessing
         recipes = [make_recipe(prep, im.shape[0], im.shape[1]) for im in images]
         batch = pad_batch([make_view(im, r, prep) for im, r in zip(images, recipes)],
-                          prep.size_divisibility).to(self.device)
-        cls_logits, box_deltas = self.model(batch)
-        padded = tuple(batch.shape[-2:])
-        anchors = layout.anchors(padded).to(self.device)
+                          prep.size_divisibility)
+        return batch.to(self.device), recipes
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cls_logits (N, HWA, C) and box_deltas (N, HWA, 4) of a padded batch."""
+        return self.model(batch)
+
+    @torch.no_grad()
+    def detections(self, outputs: tuple[torch.Tensor, torch.Tensor], recipes: list[dict],
+                   padded: tuple[int, int]) -> list[dict]:
+        """Each image's detections (on the CPU) from the network's outputs on its batch."""
+        cls_logits, box_deltas = outputs
+        layout = self.spec.anchor_layout
+        if padded not in self._anchors:
+            self._anchors[padded] = layout.anchors(padded).to(self.device)
+        anchors, level_sizes = self._anchors[padded], layout.level_sizes(padded)
         out = []
         for i, recipe in enumerate(recipes):
-            det = postprocess(cls_logits[i], box_deltas[i], anchors, layout.level_sizes(padded),
+            det = postprocess(cls_logits[i], box_deltas[i], anchors, level_sizes,
                               last_level_score_thresh=self.spec.last_level_score_thresh,
                               convention=self.spec.boxes, **self._frame(recipe))
             det = {k: v.cpu() for k, v in det.items()}
@@ -75,18 +100,30 @@ def check_categories(spec: ModelSpec, dataset: CocoDataset, checkpoint_path) -> 
 
 
 def detect_dataset(checkpoint_path, dataset: CocoDataset, *, batch_size: int = 4,
-                   device: str = "cpu", progress: bool = True) -> list[dict]:
-    """Detections (COCO results) of a checkpoint on every image of a dataset."""
+                   device: str = "cpu", progress: bool = True,
+                   timing: dict | None = None) -> list[dict]:
+    """Detections (COCO results) of a checkpoint on every image of a dataset.
+
+    ``timing``: a dict that receives ``{"images", "seconds", "images_per_s"}`` of the
+    predictor alone (network and post-processing: no model loading, image reading or
+    COCOeval), what ``sadpipe eval`` reports as the model's inference speed."""
     model, spec = load_model(checkpoint_path, device=device)
     check_categories(spec, dataset, checkpoint_path)
     predictor = Predictor(model, spec, device=device)
     results = []
     records = dataset.records
     starts = range(0, len(records), batch_size)
+    seconds = 0.0
     for start in tqdm(starts, desc="detect", disable=not progress, unit="batch"):
         chunk = records[start:start + batch_size]
         images = [np.asarray(dataset.load_image(r)) for r in chunk]
-        for record, det in zip(chunk, predictor(images)):
+        t0 = time.perf_counter()
+        detections = predictor(images)
+        seconds += time.perf_counter() - t0
+        for record, det in zip(chunk, detections):
             results += to_coco_results(record.image_id, det, spec.category_ids,
                                        convention=spec.boxes)
+    if timing is not None:
+        timing.update(images=len(records), seconds=round(seconds, 6),
+                      images_per_s=round(len(records) / max(seconds, 1e-9), 1))
     return results

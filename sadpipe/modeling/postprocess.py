@@ -37,21 +37,21 @@ def postprocess(cls_logits: torch.Tensor, box_deltas: torch.Tensor, anchors: tor
     thresholds = [score_thresh] * len(level_sizes)
     if last_level_score_thresh is not None:
         thresholds[-1] = last_level_score_thresh
-    boxes, scores, labels = [], [], []
-    for logit, delta, anc, thresh in zip(cls_logits.split(level_sizes), box_deltas.split(level_sizes),
-                                         anchors.split(level_sizes), thresholds):
+    scores, labels, anchor_idx = [], [], []
+    start = 0
+    for logit, size, thresh in zip(cls_logits.split(level_sizes), level_sizes, thresholds):
         prob = torch.sigmoid(logit).flatten()
         keep = torch.nonzero(prob > thresh).squeeze(1)
-        prob = prob[keep]
-        prob, order = prob.topk(min(topk, prob.numel()))
+        prob, order = prob[keep].topk(min(topk, keep.numel()))
         keep = keep[order]
-        anchor_idx = keep // num_classes
-        decoded = convention.decode(delta[anchor_idx].float(), anc[anchor_idx])
-        if box_scale != 1.0:
-            decoded = decoded / box_scale
-        boxes.append(convention.clip(decoded, image_size))
         scores.append(prob)
         labels.append(keep % num_classes)
-    boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        anchor_idx.append(keep // num_classes + start)
+        start += size
+    scores, labels, anchor_idx = torch.cat(scores), torch.cat(labels), torch.cat(anchor_idx)
+    boxes = convention.decode(box_deltas[anchor_idx].float(), anchors[anchor_idx])  # all levels at once
+    if box_scale != 1.0:
+        boxes = boxes / box_scale
+    boxes = convention.clip(boxes, image_size)
     keep = convention.batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

@@ -23,14 +23,15 @@ from sadpipe.evaluation.plots import plot_pr_curves, read_pr_curve
 from sadpipe.fileio import atomic_path, write_json
 from sadpipe.pipeline.display import format_duration
 from sadpipe.pipeline.gallery import GALLERY_PNG, find_pictures, write_gallery
-from sadpipe.pipeline.report_spec import CACHE_OUTPUT, ROLES
+from sadpipe.pipeline.report_spec import CACHE_OUTPUT, LIVE_ROLE, ROLES
 from sadpipe.pipeline.spec import Pipeline
 from sadpipe.pipeline.state import RunState
 
 REPORT_JSON, REPORT_MD, PR_PNG = "report.json", "report.md", "pr_curves.png"
 MODEL_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 ROLE_TITLES = {"teacher": "teacher", "baseline": "baseline student",
-               "distilled": "distilled student (SAD)"}
+               "distilled": "distilled student (SAD)",
+               LIVE_ROLE: "distilled student (SAD, live teacher)"}
 UNDEFINED = "n/a"
 CACHE_COUNTS = ("samples", "views", "shard_bytes")      # manifest totals read for the report
 CACHE_SIZES = ("payload_bytes_per_view", "dense_fp16_bytes_per_view")
@@ -72,6 +73,7 @@ def build_report(pipeline: Pipeline, state: RunState, *, pictures: dict | None =
         "workdir": str(pipeline.workdir),
         "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "main_results": main_results(models),
+        "paper": spec.paper,
         "models": models,
         "caches": {name: cache_sizes(pipeline.stage(name).outputs[CACHE_OUTPUT])
                    for name in spec.caches},
@@ -103,7 +105,8 @@ def _in_workdir(path, workdir: Path) -> str:
 
 
 def model_metrics(path) -> dict:
-    """AP, AP50, AP75, APs, APm, APl (fractions or None) from a ``sadpipe eval`` metrics.json."""
+    """AP, AP50, AP75, APs, APm, APl (fractions or None) from a ``sadpipe eval`` metrics.json,
+    and its inference images/s when recorded (None otherwise)."""
     metrics = load_json_file(path)
     bbox = metrics.get("bbox") if isinstance(metrics, dict) else None
     if not isinstance(bbox, dict):
@@ -111,13 +114,15 @@ def model_metrics(path) -> dict:
     for name in MODEL_STATS:
         if name not in bbox or not (bbox[name] is None or is_finite_number(bbox[name])):
             raise UserError(f"{path}: bbox.{name}: expected a number or null")
-    return {name: bbox[name] for name in MODEL_STATS}
+    speed = (metrics.get("inference") or {}).get("images_per_s")
+    return {**{name: bbox[name] for name in MODEL_STATS},
+            "images_per_s": speed if is_finite_number(speed) else None}
 
 
 def main_results(models: dict) -> dict:
     """The paper's table row, plus the two differences the SAD claim is about (AP points)."""
     teacher, baseline, distilled = (models[role] for role in ROLES)
-    return {
+    main = {
         "student_model": baseline["model"],
         "student_baseline_AP": baseline["AP"],
         "teacher_model": teacher["model"],
@@ -126,6 +131,10 @@ def main_results(models: dict) -> dict:
         "gain_over_baseline_AP": _difference(distilled["AP"], baseline["AP"]),
         "gap_to_teacher_AP": _difference(distilled["AP"], teacher["AP"]),
     }
+    if LIVE_ROLE in models:
+        main["student_distilled_live_AP"] = models[LIVE_ROLE]["AP"]
+        main["cache_vs_live_AP"] = _difference(distilled["AP"], models[LIVE_ROLE]["AP"])
+    return main
 
 
 def cache_sizes(path) -> dict:
@@ -189,14 +198,18 @@ def format_markdown(report: dict) -> str:
     models = report["models"]
     lines = [f"# SAD run report: {report['pipeline']}", "",
              f"Workdir `{report['workdir']}`, written {report['written_at']}.", "",
-             "## Main results (COCO box mAP, %)", "", *main_table(report["main_results"]), "",
+             "## Main results (COCO box mAP, %)", "",
+             *main_table(report["main_results"], report.get("paper")), "",
              "## Per model (%)", "",
-             "| Model | Role | " + " | ".join(MODEL_STATS) + " |",
-             "|---|---|" + "---:|" * len(MODEL_STATS)]
-    for role in ROLES:
+             "| Model | Role | " + " | ".join(MODEL_STATS) + " | Inference images/s |",
+             "|---|---|" + "---:|" * (len(MODEL_STATS) + 1)]
+    for role in [*ROLES, LIVE_ROLE]:
+        if role not in models:
+            continue
         row = models[role]
         cells = " | ".join(_pct(row[name]) for name in MODEL_STATS)
-        lines.append(f"| {row['model']} | {ROLE_TITLES[role]} | {cells} |")
+        speed = UNDEFINED if row.get("images_per_s") is None else f"{row['images_per_s']:.1f}"
+        lines.append(f"| {row['model']} | {ROLE_TITLES[role]} | {cells} | {speed} |")
     lines += ["", "## Teacher cache", ""] + _cache_lines(report["caches"])
     lines += ["", "## Wall time per stage", "", "| # | Stage | Command | Status | Attempts | "
               "Wall time | Work | Rate |", "|---:|---|---|---|---:|---:|---:|---:|"]
@@ -228,18 +241,31 @@ def _gallery_lines(gallery: dict | None) -> list[str]:
             f"![detections of the three models and the pseudo-labels]({gallery['file']})", ""]
 
 
-def main_table(main: dict) -> list[str]:
-    """The paper's main-results table for this run (markdown), and the two differences."""
-    return [
+def main_table(main: dict, paper: dict | None = None) -> list[str]:
+    """The paper's main-results table for this run (markdown), the paper's own row beside it
+    when given, and the differences (and cache vs live teacher when measured)."""
+    lines = [
         "| Student model | Baseline mAP | Teacher model | Baseline mAP | "
         "Student mAP after distillation |",
         "|---|---:|---|---:|---:|",
         f"| {main['student_model']} | {_pct(main['student_baseline_AP'])} | "
         f"{main['teacher_model']} | {_pct(main['teacher_baseline_AP'])} | "
-        f"{_pct(main['student_distilled_AP'])} |", "",
-        f"Distilled student vs baseline student: {_points(main['gain_over_baseline_AP'])} AP; "
-        f"vs teacher: {_points(main['gap_to_teacher_AP'])} AP.",
-    ]
+        f"{_pct(main['student_distilled_AP'])} |"]
+    if paper is not None:
+        lines.append(f"| {paper['student_model']} (the paper, COCO) | {paper['student_baseline']:.1f} | "
+                     f"{paper['teacher_model']} | {paper['teacher_baseline']:.1f} | "
+                     f"{paper['distilled']:.1f} |")
+    lines += ["", f"Distilled student vs baseline student: {_points(main['gain_over_baseline_AP'])} "
+              f"AP; vs teacher: {_points(main['gap_to_teacher_AP'])} AP."]
+    if paper is not None:
+        lines[-1] += (f" The paper: {paper['distilled'] - paper['student_baseline']:+.1f} AP; "
+                      f"{paper['distilled'] - paper['teacher_baseline']:+.1f} AP.")
+    if "cache_vs_live_AP" in main:
+        lines.append(f"Distilled from the cache vs from the live teacher (same seed and "
+                     f"schedule): {_points(main['cache_vs_live_AP'])} AP "
+                     f"({_pct(main['student_distilled_AP'])} vs "
+                     f"{_pct(main['student_distilled_live_AP'])}).")
+    return lines
 
 
 def _cache_lines(caches: dict) -> list[str]:

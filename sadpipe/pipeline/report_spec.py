@@ -9,6 +9,15 @@ teacher caches.
     distilled = { model = "toy_student", eval = "eval_student_sad" }
     caches = ["cache_labeled", "cache_pseudo"]
     pseudo_labels = "pseudo_label"     # optional: its pictures join the report's gallery
+    # optional: the same student distilled from the live teacher
+    distilled_live = { model = "toy_student", eval = "eval_live" }
+
+    [report.paper]        # optional: the paper's row (AP in %), shown beside this run's
+    student_model = "RetinaNet R-50"
+    student_baseline = 34.3
+    teacher_model = "RetinaNet R-101"
+    teacher_baseline = 36.0
+    distilled = 36.5
 
 An ``eval`` stage must have the outputs ``metrics`` (metrics.json) and ``pr_curve``
 (pr_curve.json) of ``sadpipe eval``; a cache stage the output ``manifest`` (manifest.json of
@@ -23,10 +32,13 @@ from dataclasses import dataclass
 from sadpipe.errors import UserError
 
 ROLES = ("teacher", "baseline", "distilled")
+LIVE_ROLE = "distilled_live"
 EVAL_OUTPUTS = ("metrics", "pr_curve")
 CACHE_OUTPUT = "manifest"
 PSEUDO_OUTPUT = "labels"
-REPORT_KEYS = (*ROLES, "caches", "pseudo_labels")
+PAPER_NAMES = ("student_model", "teacher_model")
+PAPER_FIGURES = ("student_baseline", "teacher_baseline", "distilled")
+REPORT_KEYS = (*ROLES, LIVE_ROLE, "caches", "pseudo_labels", "paper")
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,10 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class ReportSpec:
-    models: dict[str, ModelEntry]   # role (ROLES) -> entry
+    models: dict[str, ModelEntry]   # role (ROLES, and LIVE_ROLE when given) -> entry
     caches: tuple[str, ...]         # stages whose output "manifest" is a shard manifest
     pseudo_labels: str | None = None   # stage whose output "labels" is a pseudo-label json
+    paper: dict | None = None       # the paper's row: PAPER_NAMES (str), PAPER_FIGURES (AP %)
 
 
 def parse_report(section, stages, *, where: str) -> ReportSpec | None:
@@ -54,6 +67,8 @@ def parse_report(section, stages, *, where: str) -> ReportSpec | None:
                         f"{', '.join(REPORT_KEYS)})")
     outputs = {stage.name: stage.outputs for stage in stages}
     models = {role: _model(section.get(role), role, outputs, where) for role in ROLES}
+    if LIVE_ROLE in section:
+        models[LIVE_ROLE] = _model(section[LIVE_ROLE], LIVE_ROLE, outputs, where)
     caches = section.get("caches", [])
     if not isinstance(caches, list) or not all(isinstance(c, str) for c in caches):
         raise UserError(f"{where}: report.caches: must be a list of stage names")
@@ -64,7 +79,21 @@ def parse_report(section, stages, *, where: str) -> ReportSpec | None:
         if not isinstance(pseudo, str):
             raise UserError(f"{where}: report.pseudo_labels: must be a stage name")
         _check_outputs(pseudo, (PSEUDO_OUTPUT,), outputs, "report.pseudo_labels", where)
-    return ReportSpec(models=models, caches=tuple(caches), pseudo_labels=pseudo)
+    return ReportSpec(models=models, caches=tuple(caches), pseudo_labels=pseudo,
+                      paper=_paper(section.get("paper"), where))
+
+
+def _paper(entry, where: str) -> dict | None:
+    if entry is None:
+        return None
+    names_ok = isinstance(entry, dict) and set(entry) == {*PAPER_NAMES, *PAPER_FIGURES}
+    if not names_ok or not all(isinstance(entry[k], str) and entry[k] for k in PAPER_NAMES) or \
+            not all(isinstance(entry[k], (int, float)) and not isinstance(entry[k], bool)
+                    for k in PAPER_FIGURES):
+        raise UserError(f"{where}: report.paper: must be {{ student_model = \"NAME\", "
+                        "student_baseline = AP, teacher_model = \"NAME\", teacher_baseline = AP, "
+                        "distilled = AP }} (AP in %)")
+    return dict(entry)
 
 
 def _model(entry, role: str, outputs: dict, where: str) -> ModelEntry:

@@ -47,6 +47,10 @@ def test_eval_checkpoint_writes_detections_and_metrics(tiny_coco, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["bbox"]["AP"] <= 1.0
     assert len(json.loads((out / "detections.json").read_text())) == metrics["num_detections"]
+    # the model's own speed: the predictor's time over every image, not the command's
+    speed = metrics["inference"]
+    assert speed["images"] == metrics["num_images"] == 8 and speed["seconds"] > 0
+    assert speed["images_per_s"] == pytest.approx(8 / speed["seconds"], rel=0.01)
 
 
 def test_eval_does_not_depend_on_category_listing_order(tiny_coco, tmp_path):
@@ -62,6 +66,7 @@ def test_eval_does_not_depend_on_category_listing_order(tiny_coco, tmp_path):
                                                    str(out), "--quiet"])
         assert result.exit_code == 0, result.output
         outputs[name] = [json.loads((out / f).read_text()) for f in ("detections.json", "metrics.json")]
+        del outputs[name][1]["inference"]   # a timing
     assert outputs["sorted"] == outputs["reversed"]
     assert {d["category_id"] for d in outputs["sorted"][0]} == {2, 5}
 

@@ -110,7 +110,7 @@ def test_report_files_and_numbers(reported):
     assert main["gain_over_baseline_AP"] == pytest.approx(0.133)
     assert main["gap_to_teacher_AP"] == pytest.approx(-0.022)
     assert report["models"]["teacher"] == {"model": "Big", "stage": "eval_t",
-                                           **METRICS["eval_t"]}
+                                           **METRICS["eval_t"], "images_per_s": None}
     assert report["caches"]["cache"] == {"samples": 4, "views": 8, "bytes": 3_000_400,
                                          "bytes_per_view": 1500.0,
                                          "dense_fp16_bytes_per_view": 18_000.0,
@@ -127,7 +127,7 @@ def test_report_files_and_numbers(reported):
             "Student mAP after distillation |") in markdown
     assert "| Small | 20.0 | Big | 35.5 | 33.3 |" in markdown
     assert "+13.3 AP; vs teacher: -2.2 AP" in markdown
-    assert "| Big | teacher | 35.5 | 60.0 | 37.0 | 20.0 | 40.0 | n/a |" in markdown
+    assert "| Big | teacher | 35.5 | 60.0 | 37.0 | 20.0 | 40.0 | n/a | n/a |" in markdown
     assert "| cache | 4 | 8 | 3.0 MB | 1.5 kB | 18.0 kB | 12.0x |" in markdown
     assert "| 5 | eval_d | eval | done | 2 | 00:55 |" in markdown
     assert "| | total | | | | 02:35 |" in markdown
@@ -250,3 +250,52 @@ def test_bad_metrics_file_names_file(reported):
                                          (8e12, "8.0 TB"), (3e15, "3000.0 TB")])
 def test_human_bytes(count, text):
     assert human_bytes(count) == text
+
+
+LIVE_AND_PAPER = PIPELINE.replace("[report]", _eval_stage("eval_l") + "[report]") + dedent("""
+    distilled_live = { model = "Small", eval = "eval_l" }
+    [report.paper]
+    student_model = "R-50"
+    student_baseline = 34.3
+    teacher_model = "R-101"
+    teacher_baseline = 36.0
+    distilled = 36.5
+""")
+
+
+def test_live_teacher_row_paper_row_and_inference_speed(tmp_path):
+    """The toy paper protocol's report: the live-teacher student beside the cached one, the
+    paper's figures beside this run's, and each model's inference images/s."""
+    pipeline, state = _reported(tmp_path, LIVE_AND_PAPER)
+    live = pipeline.stage("eval_l").outputs
+    live["metrics"].parent.mkdir(parents=True)
+    live["metrics"].write_text(json.dumps({"bbox": {**METRICS["eval_d"], "AP": 0.340},
+                                           "inference": {"images_per_s": 123.4}}))
+    live["pr_curve"].write_text(pipeline.stage("eval_d").outputs["pr_curve"].read_text())
+    state.start("eval_l", fingerprint="f", command=[], mode=FRESH, log=tmp_path / "l")
+    state.finish("eval_l", exit_code=0, wall_s=1.0, ok=True)
+    paths = write_report(pipeline, state)
+    report = json.loads(paths[0].read_text())
+    main = report["main_results"]
+    assert main["student_distilled_live_AP"] == 0.340
+    assert main["cache_vs_live_AP"] == pytest.approx(0.333 - 0.340)
+    assert report["paper"]["distilled"] == 36.5
+    assert report["models"]["distilled_live"]["images_per_s"] == 123.4
+    assert report["models"]["teacher"]["images_per_s"] is None      # not recorded
+    markdown = paths[1].read_text()
+    assert "| Small | 20.0 | Big | 35.5 | 33.3 |" in markdown
+    assert "| R-50 (the paper, COCO) | 34.3 | R-101 | 36.0 | 36.5 |" in markdown
+    assert "The paper: +2.2 AP; +0.5 AP." in markdown
+    assert "vs from the live teacher (same seed and schedule): -0.7 AP (33.3 vs 34.0)" in markdown
+    assert "| Small | distilled student (SAD, live teacher) | 34.0 |" in markdown
+    assert markdown.count("| 123.4 |") == 1
+
+
+@pytest.mark.parametrize("paper", ['{ student_model = "R-50" }',
+                                   '{ student_model = "R-50", student_baseline = "34.3", '
+                                   'teacher_model = "R-101", teacher_baseline = 36.0, distilled = 36.5 }'])
+def test_bad_paper_row(tmp_path, paper):
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE + f"paper = {paper}\n")
+    with pytest.raises(UserError, match=r"report\.paper: must be"):
+        load_pipeline(path, workdir=tmp_path / "w")

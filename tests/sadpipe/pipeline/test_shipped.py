@@ -34,7 +34,7 @@ def arg(stage, flag: str) -> str:
 
 
 def test_shipped_pipelines_are_found_in_the_package():
-    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", "toy_zoo", *PAPER}
+    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", "toy_zoo", "toy_paper", *PAPER}
     assert SHIPPED_DIR.resolve() == REPO_PIPELINES.resolve()  # sadpipe/pipelines -> ../pipelines
     assert find_pipeline("toy_sad") == SHIPPED_DIR / "toy_sad.toml"
     assert find_pipeline("coco_r50_from_r101.toml") == SHIPPED_DIR / "coco_r50_from_r101.toml"
@@ -187,3 +187,39 @@ def test_custom_pipeline_is_the_embedded_chain_on_coco_paths(tmp_path):
         assert cfg["solver"] == lead["solver"] and cfg["model"] == lead["model"]
         assert cfg["model"]["pretrained"] is True and cfg["train"]["seed"] == 0
     assert not default.stage("teacher").given  # your data: no zoo teacher for its classes
+
+
+def test_toy_paper_follows_the_papers_protocol(tmp_path):
+    """toy_paper: the students train on the zoo teacher's labeled set for the teacher's
+    schedule length, the distilled ones alternate with at least as many unlabeled images,
+    and the cached and live-teacher students differ only in where the teacher's scores come
+    from."""
+    paper = load_pipeline(find_pipeline("toy_paper"), workdir=tmp_path / "p")
+    zoo_run = load_pipeline(find_pipeline("toy_zoo"), workdir=tmp_path / "z")
+    data, zoo_data = paper.stages[0], zoo_run.stages[0]
+    assert arg(data, "--seed") == arg(zoo_data, "--seed") == "0"
+    assert arg(data, "--num-train") == arg(zoo_data, "--num-train") == "8000"
+    assert int(arg(data, "--num-unlabeled")) >= int(arg(data, "--num-train"))
+    teacher = train_config(zoo_run.stage("teacher"))["solver"]
+    assert paper.stage("teacher").given and paper.stage("teacher").outputs["model"] == zoo.teacher_path()
+    configs = {}
+    for name in ("student", "student_sad", "student_sad_live"):
+        stage = paper.stage(name)
+        cfg = configs[name] = train_config(stage)
+        assert cfg["model"]["arch"] == "toy_student_mid"
+        assert arg(stage, "--set") == "model.pretrained=false"
+        assert f"model.body_weights={paper.stage('pretrain_student_body').outputs['body']}" in stage.args
+        for key in ("max_iter", "steps", "warmup_iters", "base_lr", "images_per_batch"):
+            assert cfg["solver"][key] == teacher[key], key
+    live_data = configs["student_sad_live"].pop("data")   # the live teacher reads COCO files
+    assert live_data["pseudo_annotations"] == str(paper.stage("pseudo_label").outputs["labels"])
+    configs["student_sad"].pop("data")
+    assert configs["student_sad"] == configs["student_sad_live"]
+    assert configs["student_sad"]["distill"]["pattern"] == ["labeled", "pseudo"]
+    live = paper.stage("student_sad_live").args
+    assert arg(paper.stage("student_sad_live"), "--teacher") == str(zoo.teacher_path())
+    assert "--teacher-shards" not in live and "--pseudo-shards" not in live
+    for cache in ("cache_labeled", "cache_pseudo"):
+        assert arg(paper.stage(cache), "--student-config") == arg(paper.stage("student_sad"), "--config")
+    assert set(paper.report.models) == {"teacher", "baseline", "distilled", "distilled_live"}
+    assert paper.report.paper["distilled"] == 36.5

@@ -1,0 +1,130 @@
+"""Inference speed of detectors, same images, same process. A measurement, not a test::
+
+    python -m sadpipe.bench.inference CKPT [CKPT ...] [--images 96] [--batch-size 8] [--repeats 5]
+
+Each checkpoint runs what ``sadpipe eval`` runs per batch — resize and pad
+(:meth:`~sadpipe.engine.inference.Predictor.prepare`), the network
+(:meth:`~sadpipe.engine.inference.Predictor.forward`) and post-processing (decode, clip, NMS:
+:meth:`~sadpipe.engine.inference.Predictor.detections`) — at its test size on the same
+images: the embedded val of ``--seed``, rendered and JPEG-coded in memory as ``sadpipe
+toy-data`` writes them (no file reads, no COCOeval). The
+models alternate, ``--repeats`` times, and the table gives the median of each phase in
+milliseconds per image and images/s, with the ratio to the first checkpoint. The last line
+is ``images_per_s: FILE=X FILE=Y ...``.
+
+Why a benchmark and not the eval stages' rate: a ``sadpipe eval`` of the 300-image embedded
+val spends ~4 s importing torch and torchvision and ~1.3 s in COCOeval around ~3 s of
+detection, so every model's stage ran at ~27–36 images/s whatever its network cost.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from PIL import Image
+
+from sadpipe.checkpoint import load_model
+from sadpipe.data.toy import SPLITS, jpeg_bytes
+from sadpipe.data.toy_scene import render_toy_image
+from sadpipe.engine.inference import Predictor
+
+PHASES = ("prepare", "forward", "detections")
+VAL_SPLIT_ID = dict(SPLITS)["val"]
+
+
+def toy_val_images(seed: int, count: int) -> list[np.ndarray]:
+    """The first ``count`` images (H, W, 3) uint8 of the embedded val split of ``seed``, as
+    decoded from the JPEG files ``sadpipe toy-data`` writes."""
+    return [np.asarray(Image.open(io.BytesIO(jpeg_bytes(render_toy_image(seed, VAL_SPLIT_ID, i).pixels)))
+                       .convert("RGB")) for i in range(count)]
+
+
+def time_phases(predictor: Predictor, images: list[np.ndarray], batch_size: int) -> dict:
+    """Seconds spent in each phase over all ``images``, in batches of ``batch_size``."""
+    spent = dict.fromkeys(PHASES, 0.0)
+    for start in range(0, len(images), batch_size):
+        t0 = time.perf_counter()
+        batch, recipes = predictor.prepare(images[start:start + batch_size])
+        t1 = time.perf_counter()
+        outputs = predictor.forward(batch)
+        t2 = time.perf_counter()
+        predictor.detections(outputs, recipes, tuple(batch.shape[-2:]))
+        t3 = time.perf_counter()
+        for phase, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2)):
+            spent[phase] += seconds
+    return spent
+
+
+def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int,
+          repeats: int) -> list[dict]:
+    """One row per checkpoint: params, median ms/image per phase, images/s, ratio to the first."""
+    predictors = []
+    for path in checkpoints:
+        model, spec = load_model(path)
+        predictor = Predictor(model, spec)
+        time_phases(predictor, images[:batch_size], batch_size)   # warm-up: oneDNN, anchors
+        predictors.append(predictor)
+    runs = [[] for _ in checkpoints]
+    for _ in range(repeats):   # alternate: a shared CPU slows every model alike
+        for predictor, model_runs in zip(predictors, runs):
+            model_runs.append(time_phases(predictor, images, batch_size))
+    rows = []
+    for path, predictor, model_runs in zip(checkpoints, predictors, runs):
+        totals = [sum(run.values()) for run in model_runs]
+        row = {"checkpoint": str(path), "arch": predictor.spec.arch,
+               "params": sum(p.numel() for p in predictor.model.parameters()),
+               "images_per_s": len(images) / statistics.median(totals)}
+        for phase in PHASES:
+            row[f"{phase}_ms"] = 1000 * statistics.median(run[phase] for run in model_runs) / len(images)
+        rows.append(row)
+    for row in rows:
+        row["ratio"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'checkpoint':<44}{'arch':<17}{'params':>9}" + "".join(f"{p + ' ms':>15}" for p in PHASES)
+             + f"{'images/s':>10}{'× first':>9}"]
+    for r in rows:
+        name = r["checkpoint"] if len(r["checkpoint"]) <= 43 else "…" + r["checkpoint"][-42:]
+        lines.append(f"{name:<44}{r['arch']:<17}{r['params'] / 1e6:>8.2f}M"
+                     + "".join(f"{r[f'{p}_ms']:>15.2f}" for p in PHASES)
+                     + f"{r['images_per_s']:>10.1f}{r['ratio']:>8.2f}x")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--images", "num_images", type=click.IntRange(min=1), default=96, show_default=True,
+              help="Embedded val images to run (rendered in memory).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the embedded world whose val images are run.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Passes over the images per model, models alternating; medians reported.")
+def main(checkpoints, num_images, seed, batch_size, repeats):
+    """Images/s of each checkpoint's inference (pre-processing, network, post-processing; no
+    COCOeval) on the embedded val images, this process. Use OMP_NUM_THREADS to fix threads.
+
+    \b
+    Example (the toy paper table's teacher and students):
+      python -m sadpipe.bench.inference sadpipe/zoo/toy_teacher.pt \\
+          sadpipe/zoo/toy_student_baseline.pt sadpipe/zoo/toy_student_sad.pt
+    """
+    images = toy_val_images(seed, num_images)
+    click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {num_images} "
+               f"embedded val images (seed {seed}), batch {batch_size}, median of {repeats}")
+    rows = bench(list(checkpoints), images, batch_size=batch_size, repeats=repeats)
+    click.echo(format_table(rows))
+    click.echo("images_per_s: " + " ".join(f"{Path(r['checkpoint']).name}={r['images_per_s']:.1f}"
+                                           for r in rows))
+
+
+if __name__ == "__main__":
+    main()
