@@ -117,9 +117,9 @@ def command(ctx, teacher, images_dir, image_info, out, score_thresh, merge_with,
 def _draw(teacher, images_dir, image_info, out, summary: dict, *, quiet: bool,
           device: str, **options) -> None:
     """--draw: pictures of the teacher's boxes on unlabeled images, next to ``out``."""
-    from sadpipe.data.coco import load_json_file
     from sadpipe.engine.distributed import resolve_device
     from sadpipe.evaluation.pictures import DRAWINGS_DIR, write_pseudo_label_pictures
+    from sadpipe.fileio import load_json_file
 
     paths = write_pseudo_label_pictures(teacher, images_dir, image_info, load_json_file(out),
                                         out.parent, id_offset=summary["id_offset"],

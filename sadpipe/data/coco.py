@@ -6,8 +6,6 @@ categories``. Only the first problem found is reported.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +14,8 @@ from PIL import Image
 
 from sadpipe.data.categories import as_dicts, class_order
 from sadpipe.errors import UserError
+from sadpipe.fileio import load_json_file
+from sadpipe.validation import is_finite_number, is_int, show_value, type_name
 
 # COCO has boxes that poke out of their image by a fraction of a pixel; accept up to this.
 BOX_TOLERANCE_PX = 1.0
@@ -62,27 +62,6 @@ class ImageRecord:
         return len(self.boxes) > 0
 
 
-def load_json_file(path):
-    """Parse the json file at ``path``; a missing, unreadable or malformed file is a
-    ``UserError`` naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a json file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read file ({err.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} "
-                        f"column {err.colno})") from None
-
-
 def read_coco_json(path, *, require_annotations=True) -> dict:
     """Load and validate a COCO dataset-format file.
 
@@ -98,7 +77,7 @@ def read_coco_json(path, *, require_annotations=True) -> dict:
     data = load_json_file(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object with 'images' and 'categories', "
-                        f"found a {_json_type(data)}")
+                        f"found a {type_name(data)}")
     sizes = _check_images(_get_list(data, "images", path, required=True), path)
     categories = _get_list(data, "categories", path, required=require_annotations)
     category_ids = _check_categories(categories, path, require_annotations)
@@ -183,35 +162,13 @@ def _is_wide(mode: str) -> bool:
 # ---------------------------------------------------------------------------- validation
 
 
-def _json_type(value) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(value), "number")
-
-
-def show_value(value, limit: int = 60) -> str:
-    """``value`` as compact JSON for a one-line message, cut to ``limit`` characters."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def is_json_int(value) -> bool:
-    """A JSON integer (not a boolean)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_finite_number(value) -> bool:
-    """A finite JSON number (not a boolean, NaN or infinity)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def _get_list(data: dict, key: str, path, *, required: bool) -> list:
     if key not in data:
         if required:
             raise UserError(f"{path}: '{key}' is missing")
         return []
     if not isinstance(data[key], list):
-        raise UserError(f"{path}: '{key}' must be a list, found a {_json_type(data[key])}")
+        raise UserError(f"{path}: '{key}' must be a list, found a {type_name(data[key])}")
     return data[key]
 
 
@@ -219,7 +176,7 @@ def check_fields(entry, field: str, path, required: dict) -> None:
     """``entry`` is a JSON object holding every key of ``required`` = {key: (is_valid,
     "what is expected")}; otherwise ``UserError("<path>: <field>.<key> ...")``."""
     if not isinstance(entry, dict):
-        raise UserError(f"{path}: {field} must be an object, found a {_json_type(entry)}")
+        raise UserError(f"{path}: {field} must be an object, found a {type_name(entry)}")
     for key, (is_valid, expected) in required.items():
         if key not in entry:
             raise UserError(f"{path}: {field}.{key} is missing")
@@ -242,19 +199,19 @@ def _is_relative_file_name(name) -> bool:
 
 
 _IMAGE_FIELDS = {
-    "id": (is_json_int, "an integer"),
+    "id": (is_int, "an integer"),
     "file_name": (_is_relative_file_name, "a relative path inside the images folder"),
-    "width": (lambda v: is_json_int(v) and v > 0, "a positive integer"),
-    "height": (lambda v: is_json_int(v) and v > 0, "a positive integer"),
+    "width": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "height": (lambda v: is_int(v) and v > 0, "a positive integer"),
 }
 _CATEGORY_FIELDS = {
-    "id": (is_json_int, "an integer"),
+    "id": (is_int, "an integer"),
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
 }
 _ANNOTATION_FIELDS = {
-    "id": (is_json_int, "an integer"),
-    "image_id": (is_json_int, "an integer"),
-    "category_id": (is_json_int, "an integer"),
+    "id": (is_int, "an integer"),
+    "image_id": (is_int, "an integer"),
+    "category_id": (is_int, "an integer"),
     "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(map(is_finite_number, v)),
              "[x, y, width, height] (4 finite numbers)"),
 }
@@ -316,7 +273,7 @@ def _check_box(bbox: list, field: str, size: tuple[int, int], path) -> None:
 
 def _check_optional_fields(ann: dict, field: str, path, *, scores_expected: bool) -> None:
     crowd = ann.get("iscrowd", NOT_CROWD)
-    if not (is_json_int(crowd) and crowd in (NOT_CROWD, CROWD)):
+    if not (is_int(crowd) and crowd in (NOT_CROWD, CROWD)):
         raise UserError(f"{path}: {field}.iscrowd must be 0 or 1, found {show_value(crowd)}")
     if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
         raise UserError(f"{path}: {field}.area must be a non-negative number, "

@@ -22,18 +22,12 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sadpipe.data.coco import (
-    check_fields,
-    is_finite_number,
-    is_json_int,
-    load_json_file,
-    read_coco_json,
-    show_value,
-)
+from sadpipe.data.coco import check_fields, read_coco_json
 from sadpipe.errors import UserError
 from sadpipe.evaluation.plots import plot_pr_curve
 from sadpipe.evaluation.report import format_metrics
-from sadpipe.fileio import write_json
+from sadpipe.fileio import load_json_file, write_json
+from sadpipe.validation import is_finite_number, is_int, show_value
 
 # The 12 numbers of COCOeval.stats, in its order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -42,8 +36,8 @@ PR_AREA = "all"
 PR_MAX_DETS = 100
 UNDEFINED = -1  # COCOeval's marker for "no ground truth here"
 DETECTION_FIELDS = {
-    "image_id": (is_json_int, "an integer"),
-    "category_id": (is_json_int, "an integer"),
+    "image_id": (is_int, "an integer"),
+    "category_id": (is_int, "an integer"),
     "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(map(is_finite_number, v))
              and v[2] >= 0 and v[3] >= 0,
              "[x, y, width, height] with width, height >= 0"),

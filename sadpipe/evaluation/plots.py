@@ -13,9 +13,9 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sadpipe.data.coco import is_finite_number, load_json_file
 from sadpipe.errors import UserError
-from sadpipe.fileio import atomic_path
+from sadpipe.fileio import atomic_path, load_json_file
+from sadpipe.validation import is_finite_number
 
 # Panels of the comparison plot: (title, IoU threshold or None for the mean over all).
 COMPARISON_PANELS = (("IoU 0.50", 0.50), ("IoU 0.75", 0.75), ("IoU 0.50:0.95", None))

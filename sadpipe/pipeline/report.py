@@ -17,15 +17,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sadpipe.data.coco import is_finite_number, load_json_file
 from sadpipe.errors import UserError
 from sadpipe.evaluation.plots import plot_pr_curves, read_pr_curve
-from sadpipe.fileio import atomic_path, write_json
+from sadpipe.fileio import atomic_path, load_json_file, write_json
 from sadpipe.pipeline.display import format_duration
 from sadpipe.pipeline.gallery import GALLERY_PNG, find_pictures, write_gallery
 from sadpipe.pipeline.report_spec import CACHE_OUTPUT, LIVE_ROLE, ROLES
 from sadpipe.pipeline.spec import Pipeline
 from sadpipe.pipeline.state import RunState
+from sadpipe.validation import is_finite_number
 
 REPORT_JSON, REPORT_MD, PR_PNG = "report.json", "report.md", "pr_curves.png"
 MODEL_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -13,9 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from sadpipe.data.coco import load_json_file
 from sadpipe.errors import UserError
-from sadpipe.fileio import write_json
+from sadpipe.fileio import load_json_file, write_json
 from sadpipe.pipeline.fingerprint import run_token
 
 STATE_FILE = "state.json"
