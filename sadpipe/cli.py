@@ -3,24 +3,8 @@ import importlib
 
 import click
 
+from sadpipe.commands import COMMANDS
 from sadpipe.errors import UserError
-
-# (command name, module under sadpipe.commands). Each module defines ``command``.
-COMMANDS = (
-    ("toy-data", "toy_data"),
-    ("pretrain", "pretrain"),
-    ("train", "train"),
-    ("eval", "evaluate"),
-    ("publish", "publish"),
-    ("import-torchvision", "import_torchvision"),
-    ("import-detectron", "import_detectron"),
-    ("export-detectron", "export_detectron"),
-    ("pseudo-label", "pseudo_label"),
-    ("cache-logits", "cache_logits"),
-    ("inspect-shards", "inspect_shards"),
-    ("run", "run"),
-    ("demo", "demo"),
-)
 
 
 class LazyGroup(click.Group):

@@ -175,7 +175,7 @@ def _digest(hasher: InputHasher, path: Path, stage: Stage) -> str:
 
 def _preflight(pipeline: Pipeline, selected: list[int]) -> None:
     """Before anything runs: commands installed, given files and outside inputs present."""
-    from sadpipe.cli import COMMANDS
+    from sadpipe.commands import COMMANDS
 
     modules = dict(COMMANDS)
     for stage in pipeline.stages:
