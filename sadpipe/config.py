@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from pathlib import Path
 
 from sadpipe.errors import UserError
+from sadpipe.fileio import load_toml_file
+from sadpipe.validation import is_int, is_number, passes, show_value
 
 DEFAULTS: dict = {
     "model": {
@@ -89,14 +90,7 @@ def load_config(path=None, overrides: tuple[str, ...] = ()) -> dict:
     """Defaults ← TOML file ← ``key=value`` overrides (dotted keys, TOML values)."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as err:
-            raise UserError(f"{path}: not valid TOML ({err})") from None
-        _merge(cfg, data, source=str(path))
+        _merge(cfg, load_toml_file(path, "config file"), source=str(path))
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -136,20 +130,15 @@ def _merge(cfg: dict, data: dict, *, source: str) -> None:
             set_value(cfg, f"{section}.{key}", value, source=source)
 
 
+# What a key accepts, by the type of its default (else that type): an int is taken for a float.
+_ACCEPTS = {int: is_int, float: is_number}
+
+
 def _checked(default, value, key: str, source: str):
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(default, bool) and isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    elif isinstance(default, list):
-        ok = isinstance(value, list)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
+    if not passes(value, _ACCEPTS.get(type(default), type(default))):
         raise UserError(f"{source}: config key '{key}' expects {type(default).__name__}, "
-                        f"got {value!r}")
-    return value
+                        f"got {show_value(value)}")
+    return float(value) if isinstance(default, float) else value
 
 
 def dump_toml(cfg: dict) -> str:

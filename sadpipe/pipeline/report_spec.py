@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sadpipe.errors import UserError
+from sadpipe.validation import check_keys, expect, fail, is_list_of, is_number
 
 ROLES = ("teacher", "baseline", "distilled")
 LIVE_ROLE = "distilled_live"
@@ -59,25 +59,19 @@ def parse_report(section, stages, *, where: str) -> ReportSpec | None:
     """Check ``[report]`` against the resolved ``stages``; None when there is no section."""
     if section is None:
         return None
-    if not isinstance(section, dict):
-        raise UserError(f"{where}: report: must be a table ([report])")
-    unknown = [key for key in section if key not in REPORT_KEYS]
-    if unknown:
-        raise UserError(f"{where}: report.{unknown[0]}: unknown key (known: "
-                        f"{', '.join(REPORT_KEYS)})")
+    expect(section, dict, where, "report", "a table ([report])")
+    check_keys(section, REPORT_KEYS, where, lambda key: f"report.{key}")
     outputs = {stage.name: stage.outputs for stage in stages}
     models = {role: _model(section.get(role), role, outputs, where) for role in ROLES}
     if LIVE_ROLE in section:
         models[LIVE_ROLE] = _model(section[LIVE_ROLE], LIVE_ROLE, outputs, where)
-    caches = section.get("caches", [])
-    if not isinstance(caches, list) or not all(isinstance(c, str) for c in caches):
-        raise UserError(f"{where}: report.caches: must be a list of stage names")
+    caches = expect(section.get("caches", []), lambda v: is_list_of(v, str), where,
+                    "report.caches", "a list of stage names")
     for name in caches:
         _check_outputs(name, (CACHE_OUTPUT,), outputs, "report.caches", where)
     pseudo = section.get("pseudo_labels")
     if pseudo is not None:
-        if not isinstance(pseudo, str):
-            raise UserError(f"{where}: report.pseudo_labels: must be a stage name")
+        expect(pseudo, str, where, "report.pseudo_labels", "a stage name")
         _check_outputs(pseudo, (PSEUDO_OUTPUT,), outputs, "report.pseudo_labels", where)
     return ReportSpec(models=models, caches=tuple(caches), pseudo_labels=pseudo,
                       paper=_paper(section.get("paper"), where))
@@ -86,28 +80,34 @@ def parse_report(section, stages, *, where: str) -> ReportSpec | None:
 def _paper(entry, where: str) -> dict | None:
     if entry is None:
         return None
-    names_ok = isinstance(entry, dict) and set(entry) == {*PAPER_NAMES, *PAPER_FIGURES}
-    if not names_ok or not all(isinstance(entry[k], str) and entry[k] for k in PAPER_NAMES) or \
-            not all(isinstance(entry[k], (int, float)) and not isinstance(entry[k], bool)
-                    for k in PAPER_FIGURES):
-        raise UserError(f"{where}: report.paper: must be {{ student_model = \"NAME\", "
-                        "student_baseline = AP, teacher_model = \"NAME\", teacher_baseline = AP, "
-                        "distilled = AP }} (AP in %)")
+    expect(entry, _is_paper_row, where, "report.paper", "{ student_model = \"NAME\", "
+           "student_baseline = AP, teacher_model = \"NAME\", teacher_baseline = AP, "
+           "distilled = AP } (AP in %)", show=False)
     return dict(entry)
+
+
+def _is_paper_row(entry) -> bool:
+    return (isinstance(entry, dict) and set(entry) == {*PAPER_NAMES, *PAPER_FIGURES}
+            and all(isinstance(entry[k], str) and entry[k] for k in PAPER_NAMES)
+            and all(is_number(entry[k]) for k in PAPER_FIGURES))
 
 
 def _model(entry, role: str, outputs: dict, where: str) -> ModelEntry:
     key = f"report.{role}"
-    if (not isinstance(entry, dict) or set(entry) != {"model", "eval"}
-            or not all(isinstance(v, str) and v for v in entry.values())):
-        raise UserError(f"{where}: {key}: must be {{ model = \"NAME\", eval = \"STAGE\" }}")
+    expect(entry, _is_model_entry, where, key, "{ model = \"NAME\", eval = \"STAGE\" }",
+           show=False)
     _check_outputs(entry["eval"], EVAL_OUTPUTS, outputs, f"{key}.eval", where)
     return ModelEntry(model=entry["model"], eval_stage=entry["eval"])
 
 
+def _is_model_entry(entry) -> bool:
+    return (isinstance(entry, dict) and set(entry) == {"model", "eval"}
+            and all(isinstance(v, str) and v for v in entry.values()))
+
+
 def _check_outputs(stage: str, needed: tuple, outputs: dict, key: str, where: str) -> None:
     if stage not in outputs:
-        raise UserError(f"{where}: {key}: no stage '{stage}'")
+        raise fail(where, key, f"no stage '{stage}'")
     missing = [name for name in needed if name not in outputs[stage]]
     if missing:
-        raise UserError(f"{where}: {key}: stage '{stage}' needs the output '{missing[0]}'")
+        raise fail(where, key, f"stage '{stage}' needs the output '{missing[0]}'")

@@ -36,21 +36,24 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from sadpipe.commands import COMMANDS
 from sadpipe.config import parse_value, set_value
 from sadpipe.errors import UserError
+from sadpipe.fileio import load_toml_file
 from sadpipe.pipeline.data import DATA_STAGE, ZOO_REFERENCE, DataError, data_stage, data_values, with_defaults
 from sadpipe.pipeline.references import BadReference, as_text, substitute
 from sadpipe.pipeline.report_spec import ReportSpec, parse_report
 from sadpipe.pipeline.stage import DEFAULT_NPROC, Stage
+from sadpipe.validation import check_keys, expect, fail, is_int, is_list_of
 from sadpipe.zoo import ZOO_DIR
 
 SECTIONS = ("pipeline", "data", "vars", "stages", "report")
 STAGE_KEYS = ("name", "command", "args", "inputs", "outputs", "resume", "clean", "nproc", "given")
 NOT_STAGE_COMMANDS = ("run", "demo")  # a pipeline does not start pipelines
+STAGE_COMMANDS = tuple(name for name, _ in COMMANDS if name not in NOT_STAGE_COMMANDS)
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 VAR_SCALARS = (str, int, float, bool)
 DEFAULT_WORK_ROOT = "work"
@@ -95,15 +98,12 @@ def load_pipeline(path, *, workdir=None, overrides: tuple[str, ...] = ()) -> Pip
     """
     path = Path(path)
     where = str(path)
-    raw = _read_toml(path)
+    raw = load_toml_file(path, "pipeline file")
     name, description = _header(raw, path)
     source, settings, variables = _settings(raw, where, overrides)
     workdir = Path(os.path.abspath(workdir or Path(DEFAULT_WORK_ROOT) / name))
     try:
         first = data_stage(source, settings, workdir)
-    except DataError as err:
-        raise UserError(f"{where}: {err}") from None
-    try:
         data_namespace = data_values(settings)
     except DataError as err:
         raise UserError(f"{where}: {err}") from None
@@ -124,25 +124,13 @@ def load_pipeline(path, *, workdir=None, overrides: tuple[str, ...] = ()) -> Pip
 
 # ---- file level
 
-def _read_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: pipeline file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a pipeline file (.toml)") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid TOML ({err})") from None
-
-
 def _header(raw: dict, path: Path) -> tuple[str, str]:
     """(name, description) from ``[pipeline]``; also refuses unknown sections."""
-    unknown = [key for key in raw if key not in SECTIONS]
-    if unknown:
-        raise UserError(f"{path}: {unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
-    header = _table(raw, "pipeline", str(path))
-    return (_string(header.get("name", path.stem), "pipeline.name", str(path)),
-            _string(header.get("description", ""), "pipeline.description", str(path)))
+    where = str(path)
+    check_keys(raw, SECTIONS, where, what="section")
+    header = _table(raw, "pipeline", where)
+    return (expect(header.get("name", path.stem), str, where, "pipeline.name", "a string"),
+            expect(header.get("description", ""), str, where, "pipeline.description", "a string"))
 
 
 def _settings(raw: dict, where: str, overrides: tuple[str, ...]) -> tuple[str, dict, dict]:
@@ -159,23 +147,21 @@ def _settings(raw: dict, where: str, overrides: tuple[str, ...]) -> tuple[str, d
 
 
 def _table(raw: dict, key: str, where: str, *, required: bool = False) -> dict:
-    if key not in raw:
-        if required:
-            raise UserError(f"{where}: [{key}]: missing section")
-        return {}
-    if not isinstance(raw[key], dict):
-        raise UserError(f"{where}: {key}: must be a table ([{key}])")
-    return raw[key]
+    if required and key not in raw:
+        raise fail(where, f"[{key}]", "missing section")
+    return expect(raw.get(key, {}), dict, where, key, f"a table ([{key}])")
 
 
 def _vars(raw: dict, where: str) -> dict:
     variables = dict(_table(raw, "vars", where))
     for key, value in variables.items():
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(item, VAR_SCALARS) for item in items):
-            raise UserError(f"{where}: vars.{key}: must be a string, number or boolean, or a "
-                            "list of them")
+        expect(value, _is_var, where, f"vars.{key}", "a string, number or boolean, or a list of them")
     return variables
+
+
+def _is_var(value) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return all(isinstance(item, VAR_SCALARS) for item in items)
 
 
 def _apply_overrides(settings: dict, overrides: tuple[str, ...]) -> None:
@@ -188,20 +174,22 @@ def _apply_overrides(settings: dict, overrides: tuple[str, ...]) -> None:
 
 
 def _stage_tables(raw: dict, where: str) -> list[dict]:
-    tables = raw.get("stages", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise UserError(f"{where}: stages: must be an array of tables ([[stages]])")
+    tables = expect(raw.get("stages", []), lambda v: is_list_of(v, dict), where, "stages",
+                    "an array of tables ([[stages]])")
     seen = {DATA_STAGE}
     for index, table in enumerate(tables):
-        name = table.get("name")
-        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-            raise UserError(f"{where}: stages[{index}].name: must be lower-case letters, digits "
-                            f"and _, starting with a letter; got {name!r}")
+        key = f"stages[{index}].name"
+        name = expect(table.get("name"), _is_name, where, key,
+                      "lower-case letters, digits and _, starting with a letter")
         if name in seen:
             why = "is the data stage's name" if name == DATA_STAGE else "is used twice"
-            raise UserError(f"{where}: stages[{index}].name: '{name}' {why}")
+            raise fail(where, key, f"'{name}' {why}")
         seen.add(name)
     return tables
+
+
+def _is_name(value) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
 
 
 # ---- one stage
@@ -220,7 +208,10 @@ class _Context:
         return f"stages[{self.index}].{field} (stage '{self.table['name']}')"
 
     def error(self, field: str, message: str) -> UserError:
-        return UserError(f"{self.where}: {self.key(field)}: {message}")
+        return fail(self.where, self.key(field), message)
+
+    def expect(self, value, ok, field: str, what: str):
+        return expect(value, ok, self.where, self.key(field), what)
 
     def substitute(self, text: str, field: str) -> str:
         try:
@@ -243,36 +234,26 @@ class _Context:
 
 
 def _resolve_stage(table: dict, ctx: _Context, workdir: Path) -> Stage:
-    unknown = [k for k in table if k not in STAGE_KEYS]
-    if unknown:
-        raise ctx.error(unknown[0], f"unknown key (known: {', '.join(STAGE_KEYS)})")
-    command = table.get("command")
-    if not isinstance(command, str) or command in NOT_STAGE_COMMANDS or command not in _commands():
-        allowed = [c for c in _commands() if c not in NOT_STAGE_COMMANDS]
-        raise ctx.error("command", f"must be a sadpipe command ({', '.join(allowed)}); "
-                                   f"got {command!r}")
-    outputs_raw = _string_table(table, "outputs", ctx, required=True)
+    check_keys(table, STAGE_KEYS, ctx.where, ctx.key)
+    command = ctx.expect(table.get("command"), lambda c: c in STAGE_COMMANDS, "command",
+                         f"a sadpipe command ({', '.join(STAGE_COMMANDS)})")
+    outputs_raw = _string_table(table, "outputs", ctx)
     given = _given(table, outputs_raw, ctx)
     outputs = {key: _path(text, "outputs", ctx) for key, text in (given or outputs_raw).items()}
     ctx.values.update({f"{table['name']}.{k}": str(p) for k, p in outputs.items()})
     return Stage(
-        name=table["name"], command=command,
-        args=tuple(ctx.substitute(a, "args") for a in _strings(table, "args", ctx)),
-        inputs=tuple(_path(t, "inputs", ctx) for t in _strings(table, "inputs", ctx)),
-        outputs=outputs,
-        resume_args=tuple(ctx.substitute(a, "resume") for a in _strings(table, "resume", ctx)),
-        clean=tuple(_inside(_path(t, "clean", ctx), workdir, ctx)
-                    for t in _strings(table, "clean", ctx)),
-        nproc=_nproc(table.get("nproc", DEFAULT_NPROC), ctx),
-        given=given is not None,
-    )
+        name=table["name"], command=command, args=_texts(table, "args", ctx),
+        inputs=_paths(table, "inputs", ctx), outputs=outputs,
+        resume_args=_texts(table, "resume", ctx),
+        clean=tuple(_inside(path, workdir, ctx) for path in _paths(table, "clean", ctx)),
+        nproc=_nproc(table.get("nproc", DEFAULT_NPROC), ctx), given=given is not None)
 
 
 def _given(table: dict, outputs: dict, ctx: _Context) -> dict | None:
     """The given outputs when every ``given`` value resolves non-empty; else None."""
     if "given" not in table:
         return None
-    given = _string_table(table, "given", ctx, required=True)
+    given = _string_table(table, "given", ctx)
     if set(given) != set(outputs):
         raise ctx.error("given", f"must name the same outputs as 'outputs' "
                                  f"({', '.join(sorted(outputs))})")
@@ -287,9 +268,8 @@ def _nproc(value, ctx: _Context) -> int:
     if isinstance(value, str):
         text = ctx.substitute(value, "nproc")
         value = int(text) if text.isdigit() else text
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ctx.error("nproc", f"must be an integer >= 1 (or a reference to one), got {value!r}")
-    return value
+    return ctx.expect(value, lambda v: is_int(v) and v >= 1, "nproc",
+                      "an integer >= 1 (or a reference to one)")
 
 
 def _path(text: str, field: str, ctx: _Context) -> Path:
@@ -307,30 +287,22 @@ def _inside(path: Path, workdir: Path, ctx: _Context) -> Path:
 
 
 def _strings(table: dict, field: str, ctx: _Context) -> list[str]:
-    value = table.get(field, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ctx.error(field, "must be a list of strings")
-    return value
+    return ctx.expect(table.get(field, []), lambda v: is_list_of(v, str), field, "a list of strings")
 
 
-def _string_table(table: dict, field: str, ctx: _Context, *, required: bool) -> dict:
-    value = table.get(field)
-    if value is None and not required:
-        return {}
-    if (not isinstance(value, dict) or not value
-            or not all(isinstance(v, str) and NAME_PATTERN.fullmatch(k) for k, v in value.items())):
-        raise ctx.error(field, "must be a non-empty table of NAME = \"path\" "
-                               "(names: lower-case letters, digits, _)")
-    return value
+def _texts(table: dict, field: str, ctx: _Context) -> tuple[str, ...]:
+    return tuple(ctx.substitute(text, field) for text in _strings(table, field, ctx))
 
 
-def _string(value, key: str, where: str) -> str:
-    if not isinstance(value, str):
-        raise UserError(f"{where}: {key}: must be a string, got {value!r}")
-    return value
+def _paths(table: dict, field: str, ctx: _Context) -> tuple[Path, ...]:
+    return tuple(_path(text, field, ctx) for text in _strings(table, field, ctx))
 
 
-def _commands() -> list[str]:
-    from sadpipe.cli import COMMANDS  # the CLI's own list: one source of truth
+def _string_table(table: dict, field: str, ctx: _Context) -> dict:
+    return ctx.expect(table.get(field), _is_path_table, field,
+                      "a non-empty table of NAME = \"path\" (names: lower-case letters, digits, _)")
 
-    return [name for name, _ in COMMANDS]
+
+def _is_path_table(value) -> bool:
+    return (isinstance(value, dict) and bool(value)
+            and all(_is_name(k) and isinstance(v, str) for k, v in value.items()))
