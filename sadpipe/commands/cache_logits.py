@@ -58,6 +58,7 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
     """
     from sadpipe.engine.cache_logits import cache_logits, student_cache_settings
     from sadpipe.engine.distributed import init_distributed, resolve_device
+    from sadpipe.engine.progress import Progress
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if shard_size < 1 or batch_size < 1:
@@ -68,7 +69,7 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
                                       shuffle_seed=shuffle_seed)
     device = resolve_device(device)
     dist = init_distributed(device)
-    progress = _Progress(enabled=dist.is_main)
+    progress = Progress("cache-logits", unit="img", enabled=dist.is_main)  # started by cache_logits
     manifest = cache_logits(teacher_path, annotations, images_dir, out_dir, settings=settings,
                             dist=dist, device=device, overwrite=overwrite,
                             command=shlex.join(["sadpipe", *sys.argv[1:]]), progress=progress)
@@ -79,22 +80,3 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
                    f"{totals['payload_bytes_per_view'] / 1024:.1f} KiB per view "
                    f"({totals['compression_vs_fp16']:.1f}x smaller than dense fp16), "
                    f"{totals['skipped']} skipped")
-
-
-class _Progress:
-    def __init__(self, *, enabled: bool):
-        self.enabled, self.bar = enabled, None
-
-    def start(self, *, total: int, done: int) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=done, desc="cache-logits", unit="img",
-                            disable=not sys.stderr.isatty())
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -27,20 +27,18 @@ id order whatever the number of processes, so every image is padded the same way
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import click
 import numpy as np
-from tqdm import tqdm
 
 from sadpipe.checkpoint import ModelSpec, file_sha256, load_model
 from sadpipe.data.categories import as_dicts
 from sadpipe.data.coco import ImageError, open_image, read_coco_json
 from sadpipe.engine.distributed import init_distributed, resolve_device
 from sadpipe.engine.inference import Predictor, to_coco_results
+from sadpipe.engine.progress import Progress
 from sadpipe.engine.sharding import gather_json_parts, remove_parts, split_for_rank
 from sadpipe.errors import UserError
 from sadpipe.fileio import write_json
@@ -227,7 +225,8 @@ def label_batches(predictor: Predictor, images_dir, batches: list[list[ImageItem
     """
     category_ids = predictor.spec.category_ids
     images, skipped = [], []
-    bar = _Progress(sum(len(b) for b in batches), enabled=progress)
+    bar = Progress("pseudo-label", total=sum(len(b) for b in batches), unit="img", noun="images",
+                   lines=PROGRESS_LINES, enabled=progress)
     for loaded in _prefetched(images_dir, batches):
         readable = [(item, pixels) for item, pixels in loaded if isinstance(pixels, np.ndarray)]
         skipped += [{"file_name": item.file_name, "error": err.message}
@@ -238,7 +237,7 @@ def label_batches(predictor: Predictor, images_dir, batches: list[list[ImageItem
                            "width": pixels.shape[1], "height": pixels.shape[0],
                            "annotations": teacher_annotations(det, category_ids, score_thresh,
                                                               convention=predictor.spec.boxes)})
-        bar.update(len(loaded))
+        bar.advance(len(loaded))
     bar.close()
     return {"images": images, "skipped": skipped}
 
@@ -264,30 +263,6 @@ def _prefetched(images_dir, batches):
             current, pending = pending.result(), pool.submit(_load_batch, images_dir, following)
             yield current
         yield pending.result()
-
-
-class _Progress:
-    """A tqdm bar on a terminal; otherwise about ``PROGRESS_LINES`` plain lines on stderr."""
-
-    def __init__(self, total: int, *, enabled: bool):
-        self.total, self.done, self.enabled = total, 0, enabled
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            self.bar = tqdm(total=total, desc="pseudo-label", unit="img", dynamic_ncols=True)
-        self.every = max(1, total // PROGRESS_LINES)
-        self.next_line = self.every
-
-    def update(self, count: int) -> None:
-        self.done += count
-        if self.bar is not None:
-            self.bar.update(count)
-        elif self.enabled and self.done >= self.next_line:
-            click.echo(f"pseudo-label: {self.done}/{self.total} images", err=True)
-            self.next_line = (self.done // self.every + 1) * self.every
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # ------------------------------------------------------------------------------ output

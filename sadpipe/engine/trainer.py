@@ -100,7 +100,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
 
     # ---- the loop
     max_iter = solver["max_iter"]
-    progress = Progress(total=max_iter, start=start_iter, enabled=dist.is_main)
+    progress = Progress("train", total=max_iter, done=start_iter, enabled=dist.is_main)
     meter = _Meter()
     t_loop = time.perf_counter() - wall_time  # wall time counts across resumes
     for iteration in range(start_iter, max_iter):
@@ -133,8 +133,8 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
                       "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
                       **stats, **meter.flush()}
             run.log_metrics(record)
-            progress.log(done, record)
-        progress.update(done, float(loss.detach()))
+            progress.log(record)
+        progress.advance(1, loss=f"{float(loss.detach()):.4f}")
         if dist.is_main and done % cfg["train"]["checkpoint_period"] == 0 and done < max_iter:
             _save_training_checkpoint(run, spec, model, optimizer, done, cfg,
                                       wall_time=time.perf_counter() - t_loop)
