@@ -1,6 +1,7 @@
 """File helpers: atomic output (write to a temporary name in the same folder, then rename),
-and reading JSON and TOML files with one-line errors naming the file."""
+JSON, content hashes, and reading JSON and TOML files with one-line errors naming the file."""
 import contextlib
+import hashlib
 import json
 import os
 import tomllib
@@ -27,6 +28,15 @@ def write_json(path, obj, indent=2):
     """Write ``obj`` as JSON to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's content (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_json_file(path):

@@ -22,9 +22,10 @@ def command(checkpoint_path, out_path):
     Example:
       sadpipe export-detectron runs/r50_sad/model_final.pt --out r50_sad.pkl
     """
-    from sadpipe.checkpoint import ModelSpec, load_checkpoint
-    from sadpipe.detectron_pickle import save_blobs
-    from sadpipe.modeling.detectron_import import export_blobs
+    from sadpipe.checkpoint import load_checkpoint
+    from sadpipe.convert.detectron_import import export_blobs
+    from sadpipe.convert.detectron_pickle import save_blobs
+    from sadpipe.modeling.spec import ModelSpec
 
     payload = load_checkpoint(checkpoint_path)
     spec = ModelSpec.from_dict(payload["model"])

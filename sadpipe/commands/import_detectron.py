@@ -35,9 +35,10 @@ def command(weights_path, arch, out_path, min_size, max_size):
       sadpipe eval --checkpoint r101_teacher.pt --images coco/val2017 \\
           --annotations coco/annotations/instances_val2017.json --out eval/r101 --device cuda
     """
-    from sadpipe.checkpoint import file_sha256, save_checkpoint
-    from sadpipe.detectron_pickle import load_blobs
-    from sadpipe.modeling.detectron_import import DETECTRON_ARCHS, import_blobs
+    from sadpipe.checkpoint import save_checkpoint
+    from sadpipe.convert.detectron_import import DETECTRON_ARCHS, import_blobs
+    from sadpipe.convert.detectron_pickle import load_blobs
+    from sadpipe.fileio import file_sha256
 
     if arch not in DETECTRON_ARCHS:
         raise UserError(f"--arch: '{arch}' is not a Detectron model sadpipe knows "

@@ -28,7 +28,7 @@ def command(state_dict_path, arch, out_path, min_size, max_size):
     import torch
 
     from sadpipe.checkpoint import save_checkpoint
-    from sadpipe.modeling.torchvision_import import import_retinanet_resnet50
+    from sadpipe.convert.torchvision_import import import_retinanet_resnet50
 
     try:
         state = torch.load(state_dict_path, map_location="cpu", weights_only=True)

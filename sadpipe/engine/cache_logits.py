@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 import shards
-from sadpipe.checkpoint import file_sha256
 from sadpipe.config import load_config
 from sadpipe.data.categories import as_dicts, same_ids
 from sadpipe.data.coco import CocoDataset, ImageError
@@ -29,6 +28,7 @@ from sadpipe.engine.distributed import DistInfo, barrier
 from sadpipe.engine.sharding import split_for_rank
 from sadpipe.engine.teacher import Teacher
 from sadpipe.errors import UserError
+from sadpipe.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sadpipe.checkpoint import ModelSpec, load_model
+from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import same_ids
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.transforms import make_recipe, make_view, pad_batch, untransform_boxes
 from sadpipe.errors import UserError
 from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.postprocess import postprocess
+from sadpipe.modeling.spec import ModelSpec
 
 
 class Predictor:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from sadpipe.checkpoint import file_sha256, load_checkpoint
+from sadpipe.checkpoint import load_checkpoint
 from sadpipe.data.coco import CocoDataset, read_coco_json
 from sadpipe.engine.inference import detect_dataset
 from sadpipe.engine.trainer import dataset_provenance
 from sadpipe.evaluation.coco_eval import run_cocoeval, summarize
-from sadpipe.fileio import atomic_path
+from sadpipe.fileio import atomic_path, file_sha256
 
 
 def evaluate_checkpoint(checkpoint, annotations, images, *, batch_size: int = 4) -> dict:

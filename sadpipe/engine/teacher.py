@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from sadpipe.checkpoint import ModelSpec, load_model
+from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import same_ids
 from sadpipe.data.transforms import Preprocessing, make_view, renormalize
 from sadpipe.errors import UserError
 from sadpipe.modeling.distill import to_batch_layout
+from sadpipe.modeling.spec import ModelSpec
 
 
 def check_teacher_compatible(teacher: ModelSpec, student: ModelSpec, *, source) -> None:

@@ -1,20 +1,20 @@
 """How long a pipeline will take here, before it runs (``sadpipe demo`` prints it).
 
-Each stage's work is counted from its command line (images to generate, images to train on,
-images or views for the teacher) and priced at the seconds per unit measured for that kind
-of stage on the reference machine (the README's: a shared 2-core VM). A few seconds of
-training steps of a fixed small model, timed here and on the reference machine, scale the
-prices to this machine. Stages already done (and given ones) cost nothing.
+Each stage's work is counted from its options (images to generate, images to train on,
+images or views for the teacher: :mod:`sadpipe.pipeline.work`) and priced at the seconds per
+unit measured for that kind of stage on the reference machine (the README's: a shared
+2-core VM). A few seconds of training steps of a fixed small model, timed here and on the
+reference machine, scale the prices to this machine. Stages already done (and given ones) cost nothing.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 import torch
 
-from sadpipe.config import load_config
+from sadpipe.pipeline.state import DONE, RunState
+from sadpipe.pipeline.work import image_counts, stage_work
 
 # Seconds per unit of work on the reference machine (2 threads), measured with `sadpipe demo
 # --seed 0` (README, "Measured results": (wall time - STAGE_START_S) / work); the key is
@@ -33,17 +33,12 @@ REFERENCE_SECONDS = {
 STAGE_START_S = 4.0           # a stage process importing torch and reading its inputs
 REFERENCE_CALIBRATION_S = 0.23  # `calibration_seconds()` on the reference machine (median of 3)
 CALIBRATION_STEPS = 3
-CACHED_VIEWS = 2              # orig + hflip
 
 
 @dataclass(frozen=True)
 class StageEstimate:
     name: str
     seconds: float
-
-
-UNIT_NAMES = {"toy-data": "images", "train": "images", "pseudo-label": "images",
-              "cache-logits": "views", "eval": "images"}
 
 
 def calibration_seconds() -> float:
@@ -81,7 +76,8 @@ def estimate_seconds(pipeline, *, speed: float | None = None) -> list[StageEstim
     for stage in pipeline.stages:
         if stage.given or stage.command is None or _done(pipeline, stage):
             continue
-        key, units = stage_work(stage, counts, pipeline)
+        kind, units = stage_work(stage, counts, pipeline)
+        key = kind if kind in REFERENCE_SECONDS else ("train", "toy_teacher")  # a larger model
         out.append(StageEstimate(stage.name, speed * (STAGE_START_S + units * REFERENCE_SECONDS[key])))
     return out
 
@@ -95,47 +91,8 @@ def format_estimate(estimates: list[StageEstimate]) -> str:
             f"(longest: {longest.name}, {longest.seconds / 60:.1f} min)")
 
 
-def image_counts(pipeline) -> dict:
-    """{"train", "unlabeled", "val"}: image counts of the pipeline's data (toy: from the
-    generator's options; COCO files: from the files)."""
-    data = pipeline.stages[0]
-    if data.command == "toy-data":
-        args = list(data.args)
-        return {split: int(args[args.index(f"--num-{split}") + 1])
-                for split in ("train", "unlabeled", "val")}
-    return {split: len(json.loads(data.outputs[f"{split}_annotations"].read_text())["images"])
-            for split in ("train", "unlabeled", "val")}
-
-
 def _done(pipeline, stage) -> bool:
     """Finished in an earlier run with every output in place (the runner may still rerun it
     when its inputs changed)."""
-    from sadpipe.pipeline.runner import outputs_complete
-    from sadpipe.pipeline.state import DONE, RunState
-
     record = RunState(pipeline.workdir).record(stage.name)
-    return bool(record and record["status"] == DONE and outputs_complete(stage))
-
-
-def stage_work(stage, counts: dict, pipeline) -> tuple[tuple, float]:
-    """(price key, units of work) of one stage."""
-    args = list(stage.args)
-    if stage.command == "toy-data":
-        return (stage.command, None), float(sum(counts.values()))
-    if stage.command == "train":
-        overrides = tuple(args[i + 1] for i, a in enumerate(args)
-                          if a == "--set" and not args[i + 1].startswith(("data.", "model.body")))
-        cfg = load_config(args[args.index("--config") + 1], overrides)
-        arch = cfg["model"]["arch"] + ("+distill" if "--teacher-shards" in args else "")
-        key = ("train", arch) if ("train", arch) in REFERENCE_SECONDS else ("train", "toy_teacher")
-        return key, float(cfg["solver"]["max_iter"] * cfg["solver"]["images_per_batch"])
-    if stage.command == "pseudo-label":
-        return (stage.command, None), float(counts["unlabeled"])
-    if stage.command == "cache-logits":
-        labeled = str(pipeline.stages[0].outputs["train_annotations"])
-        pseudo = args[args.index("--annotations") + 1] != labeled  # the pseudo set: train + unlabeled
-        images = counts["train"] + (counts["unlabeled"] if pseudo else 0)
-        return (stage.command, None), float(CACHED_VIEWS * images)
-    if stage.command == "eval":
-        return ("eval", None), float(counts["val"])
-    return ("eval", None), 0.0
+    return bool(record and record["status"] == DONE and stage.outputs_complete())

@@ -25,6 +25,7 @@ from sadpipe.pipeline.gallery import GALLERY_PNG, find_pictures, write_gallery
 from sadpipe.pipeline.report_spec import CACHE_OUTPUT, LIVE_ROLE, ROLES
 from sadpipe.pipeline.spec import Pipeline
 from sadpipe.pipeline.state import RunState
+from sadpipe.pipeline.work import UNIT_NAMES, image_counts, stage_work
 from sadpipe.validation import is_finite_number
 
 REPORT_JSON, REPORT_MD, PR_PNG = "report.json", "report.md", "pr_curves.png"
@@ -176,8 +177,6 @@ def stage_times(pipeline: Pipeline, state: RunState) -> list[dict]:
 
 def stage_work_done(pipeline: Pipeline, stage) -> tuple[float | None, str]:
     """(units, unit name) of the work a stage did; cached views are read from its manifest."""
-    from sadpipe.pipeline.estimate import UNIT_NAMES, image_counts, stage_work
-
     if stage.given or stage.command not in UNIT_NAMES:
         return None, ""
     unit = UNIT_NAMES[stage.command]

@@ -94,12 +94,8 @@ def decide(stage: Stage, record: dict | None, fingerprint: str) -> str | None:
     if record is None or record.get("fingerprint") != fingerprint:
         return FRESH
     if record["status"] == DONE:
-        return None if outputs_complete(stage) else FRESH
+        return None if stage.outputs_complete() else FRESH
     return RESUME if record["status"] in (RUNNING, FAILED) else FRESH
-
-
-def outputs_complete(stage: Stage) -> bool:
-    return all(path.exists() for path in stage.outputs.values())
 
 
 def _execute(pipeline: Pipeline, i: int, state: RunState, display: StageDisplay, *,

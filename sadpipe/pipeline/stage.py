@@ -37,6 +37,10 @@ class Stage:
     nproc: int = DEFAULT_NPROC
     given: bool = False
 
+    def outputs_complete(self) -> bool:
+        """Every output path exists."""
+        return all(path.exists() for path in self.outputs.values())
+
     def command_line(self, *, resume: bool = False) -> list[str]:
         """The sadpipe arguments: ``[command, *args]`` (+ ``resume_args``)."""
         return [self.command, *self.args, *(self.resume_args if resume else ())]

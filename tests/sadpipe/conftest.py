@@ -77,10 +77,11 @@ def make_tiny_checkpoint(path, *, categories=CATEGORIES, seed=0, conv_gain=1.0, 
     pixels; ``cls_bias`` sets the class prior (-1.0: plenty of boxes above 0.05)."""
     import torch
 
-    from sadpipe.checkpoint import ModelSpec, save_checkpoint
+    from sadpipe.checkpoint import save_checkpoint
     from sadpipe.data.categories import class_order
     from sadpipe.data.transforms import Preprocessing
     from sadpipe.modeling.anchors import AnchorLayout
+    from sadpipe.modeling.spec import ModelSpec
 
     spec = ModelSpec(arch="toy_student", categories=class_order(categories),
                      anchor_layout=AnchorLayout(size_factor=1.0),

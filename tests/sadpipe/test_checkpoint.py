@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from sadpipe.checkpoint import ModelSpec, load_checkpoint, load_model
+from sadpipe.checkpoint import load_checkpoint, load_model
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.spec import ModelSpec
 from tests.sadpipe.conftest import make_tiny_checkpoint
 
 CATEGORIES = [{"id": 42, "name": "boat"}, {"id": 7, "name": "car"}, {"id": 99, "name": "person"}]

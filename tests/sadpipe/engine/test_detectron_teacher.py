@@ -13,12 +13,13 @@ from sadpipe.commands.cache_logits import command as cache_command
 from sadpipe.commands.export_detectron import command as export_command
 from sadpipe.commands.import_detectron import command as import_command
 from sadpipe.commands.train import command as train_command
+from sadpipe.convert import detectron_import
 from sadpipe.data.transforms import Preprocessing, make_recipe, make_view
 from sadpipe.engine.teacher import Teacher
-from sadpipe.modeling import backbones, detectron_import
+from sadpipe.modeling import backbones
 from sadpipe.modeling.backbones import ArchSpec
 from tests.sadpipe.conftest import assert_one_line_error, tiny_train_overrides, write_tiny_coco
-from tests.sadpipe.modeling import detectron_reference as ref
+from tests.sadpipe.convert import detectron_reference as ref
 
 pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 

@@ -22,12 +22,13 @@ import torch
 from click.testing import CliRunner
 
 import shards
-from sadpipe.checkpoint import ModelSpec, save_checkpoint
+from sadpipe.checkpoint import save_checkpoint
 from sadpipe.commands.cache_logits import command as cache_command
 from sadpipe.commands.train import command as train_command
 from sadpipe.data.categories import class_order
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.spec import ModelSpec
 from shards.codec import pack_payload, unpack_payload
 from shards.sample import digest, dumps_json, npy_bytes
 from tests.sadpipe.conftest import CATEGORIES, tiny_train_overrides, with_categories_reversed, write_tiny_coco

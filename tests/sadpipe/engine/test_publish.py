@@ -5,9 +5,10 @@ import json
 import torch
 from click.testing import CliRunner
 
-from sadpipe.checkpoint import file_sha256, load_checkpoint
+from sadpipe.checkpoint import load_checkpoint
 from sadpipe.commands.evaluate import command as eval_command
 from sadpipe.commands.publish import command as publish_command
+from sadpipe.fileio import file_sha256
 from tests.sadpipe.conftest import make_tiny_checkpoint, write_tiny_coco
 
 

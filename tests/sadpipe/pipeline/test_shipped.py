@@ -78,9 +78,9 @@ def test_coco_pipelines_follow_the_paper(name, tmp_path):
 def test_release_teacher_fits_every_coco_model(name, tmp_path):
     """The release's teacher, imported with `sadpipe import-detectron` and given as
     data.teacher_checkpoint, shares its anchors and classes with every model trained here."""
+    from sadpipe.convert.detectron_import import detectron_spec
     from sadpipe.engine.teacher import check_teacher_compatible
     from sadpipe.engine.trainer import model_spec_from_config
-    from sadpipe.modeling.detectron_import import detectron_spec
 
     release = detectron_spec(PAPER[name][0])
     categories = [{"id": c, "name": n} for c, n in release.categories]

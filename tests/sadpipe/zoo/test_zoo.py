@@ -5,9 +5,10 @@ import shlex
 import pytest
 
 from sadpipe import zoo
-from sadpipe.checkpoint import file_sha256, load_checkpoint
+from sadpipe.checkpoint import load_checkpoint
 from sadpipe.config import load_config
 from sadpipe.data import toy, toy_crops
+from sadpipe.fileio import file_sha256
 from sadpipe.pipeline import find_pipeline, load_pipeline
 
 pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
 
-from sadpipe.checkpoint import ModelSpec
 from sadpipe.data.categories import class_order
 from sadpipe.data.transforms import Preprocessing
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.retinanet import select_classes
+from sadpipe.modeling.spec import ModelSpec
 
 TORCHVISION_NUM_CLASSES = 91
 PLACEHOLDER_NAMES = ("__background__", "N/A")

@@ -12,13 +12,14 @@ from click.testing import CliRunner
 from sadpipe.checkpoint import load_model
 from sadpipe.commands.export_detectron import command as export_command
 from sadpipe.commands.import_detectron import command as import_command
+from sadpipe.convert import detectron_import
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.transforms import make_recipe, make_view
 from sadpipe.engine.inference import detect_dataset
-from sadpipe.modeling import backbones, detectron_import
+from sadpipe.modeling import backbones
 from sadpipe.modeling.backbones import ArchSpec
 from tests.sadpipe.conftest import assert_one_line_error, make_tiny_checkpoint
-from tests.sadpipe.modeling import detectron_reference as ref
+from tests.sadpipe.convert import detectron_reference as ref
 
 pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 

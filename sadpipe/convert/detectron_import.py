@@ -34,12 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sadpipe.checkpoint import ModelSpec
+from sadpipe.convert.torchvision_import import coco_categories
 from sadpipe.data.transforms import DETECTRON_PIXEL_MEANS, Preprocessing
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import DETECTRON_ASPECT_RATIOS, AnchorLayout
 from sadpipe.modeling.backbones import ARCHS
-from sadpipe.modeling.torchvision_import import coco_categories
+from sadpipe.modeling.spec import ModelSpec
 
 # The release's architectures → RESNETS.STRIDE_1X1 of their configs.
 DETECTRON_ARCHS: dict[str, bool] = {"resnet50": True, "resnet101": True, "resnext101_64x4d": False}

@@ -5,7 +5,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from sadpipe.checkpoint import load_model
 from sadpipe.commands.import_torchvision import command
-from sadpipe.modeling.torchvision_import import coco_categories
+from sadpipe.convert.torchvision_import import coco_categories
 
 
 def test_import_gives_torchvision_outputs(tmp_path):

@@ -6,9 +6,9 @@ import pickle
 import numpy as np
 import pytest
 
-from sadpipe.detectron_pickle import load_blobs, save_blobs
+from sadpipe.convert.detectron_pickle import load_blobs, save_blobs
 from sadpipe.errors import UserError
-from tests.sadpipe.modeling.detectron_reference import write_python2_pickle
+from tests.sadpipe.convert.detectron_reference import write_python2_pickle
 
 BLOBS = {"conv1_w": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2),
          "fpn_6_b": np.array([0.5, -1.25], dtype=np.float32)}
