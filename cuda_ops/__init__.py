@@ -9,7 +9,8 @@ This package knows nothing about detection and imports nothing from ``sadpipe``.
     n = cuda_ops.power_sum(teacher_probs, 1.8)                            # ADL normaliser
 
 The public names load on first use (PEP 562), so that ``cuda_ops.fastmath`` — the
-vectorisable float32 maths the shard encoder shares — imports without torch.
+vectorisable float32 maths the shard encoder shares — and ``cuda_ops.constants`` — the label
+codes and loss defaults every layer shares — import without torch.
 """
 import importlib
 

@@ -22,6 +22,7 @@ import torch
 
 import cuda_ops
 from cuda_ops import reference
+from cuda_ops.constants import NORMALIZER_POWER
 
 SIZES = ((110_000, 80), (1_760_000, 80))
 LOSSES = ("focal", "adl")
@@ -167,7 +168,7 @@ def bench_case(loss, rows, classes, device, repeats, predicted_peak):
     """Measure every implementation for one (loss, size, device); returns result dicts."""
     inputs = make_inputs(loss, rows, classes, device)
     norm = float(max(int((inputs[2] >= 0).sum()), 1)) if loss == "focal" else float(
-        max(float((inputs[1].double() ** 1.8).sum()), 1.0)
+        max(float((inputs[1].double() ** NORMALIZER_POWER).sum()), 1.0)
     )
     grad_bytes = rows * classes * 4
     results = []

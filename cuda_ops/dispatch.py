@@ -9,6 +9,7 @@ import importlib
 
 from cuda_ops import reference
 from cuda_ops.autograd import FusedLossFunction
+from cuda_ops.constants import ADL_ALPHA, ADL_BETA, ADL_GAMMA, FOCAL_ALPHA, FOCAL_GAMMA, NORMALIZER_POWER
 from cuda_ops.errors import LossInputError
 from cuda_ops.validation import (
     KERNEL_DTYPES,
@@ -58,7 +59,8 @@ def _logits_dtypes(backend):
     return REFERENCE_DTYPES if backend == "torch" else KERNEL_DTYPES
 
 
-def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, normalizer=None, backend="auto"):
+def sigmoid_focal_loss(logits, labels, *, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, normalizer=None,
+                       backend="auto"):
     """Sigmoid focal loss summed over non-ignored rows and all classes, divided by ``normalizer``.
 
     Args:
@@ -90,9 +92,9 @@ def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, normalizer=None
     )
 
 
-def adaptive_distillation_loss(student_logits, teacher_probs, labels=None, *, alpha=0.5,
-                               gamma=2.0, beta=0.0, normalizer=None, normalizer_power=1.8,
-                               backend="auto"):
+def adaptive_distillation_loss(student_logits, teacher_probs, labels=None, *, alpha=ADL_ALPHA,
+                               gamma=ADL_GAMMA, beta=ADL_BETA, normalizer=None,
+                               normalizer_power=NORMALIZER_POWER, backend="auto"):
     """Adaptive distillation loss (the README's formula) of a student against a teacher's probabilities.
 
     Args:
@@ -135,7 +137,7 @@ def adaptive_distillation_loss(student_logits, teacher_probs, labels=None, *, al
     )
 
 
-def power_sum(teacher_probs, power=1.8, *, backend="auto"):
+def power_sum(teacher_probs, power=NORMALIZER_POWER, *, backend="auto"):
     """Sum of ``teacher_probs ** power`` over every element: the ADL normaliser before max(., 1).
 
     teacher_probs: (M, C) float32 in [0, 1] (float64 with ``backend="torch"``). Returns 0-dim.

@@ -7,7 +7,15 @@ are assumed validated and normalisers resolved (see :mod:`cuda_ops.dispatch`).
 import torch
 import torch.nn.functional as F
 
-from cuda_ops.constants import IGNORE
+from cuda_ops.constants import (
+    ADL_ALPHA,
+    ADL_BETA,
+    ADL_GAMMA,
+    FOCAL_ALPHA,
+    FOCAL_GAMMA,
+    IGNORE,
+    NORMALIZER_POWER,
+)
 
 
 def _binary_targets(labels, num_classes, dtype):
@@ -23,7 +31,7 @@ def _kept_rows(labels, num_rows, dtype, device):
     return (labels != IGNORE).to(dtype).unsqueeze(1)
 
 
-def sigmoid_focal_loss(logits, labels, normalizer, *, alpha=0.25, gamma=2.0):
+def sigmoid_focal_loss(logits, labels, normalizer, *, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA):
     """Sigmoid focal loss (Lin et al.), summed over non-ignored rows, divided by ``normalizer``.
 
     logits: (M, C) float; labels: (M,) int64; normalizer: 0-dim tensor.
@@ -39,7 +47,7 @@ def sigmoid_focal_loss(logits, labels, normalizer, *, alpha=0.25, gamma=2.0):
 
 
 def adaptive_distillation_loss(
-    student_logits, teacher_probs, labels, normalizer, *, alpha=0.5, gamma=2.0, beta=0.0
+    student_logits, teacher_probs, labels, normalizer, *, alpha=ADL_ALPHA, gamma=ADL_GAMMA, beta=ADL_BETA
 ):
     """Adaptive distillation loss (the README's formula), summed over rows not ignored, / ``normalizer``.
 
@@ -58,6 +66,6 @@ def adaptive_distillation_loss(
     return (weight * bracket * keep).sum() / normalizer
 
 
-def power_sum(teacher_probs, power=1.8):
+def power_sum(teacher_probs, power=NORMALIZER_POWER):
     """Sum of ``teacher_probs ** power`` over every element (the ADL normaliser before max(., 1))."""
     return teacher_probs.detach().pow(power).sum()

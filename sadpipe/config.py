@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import tomllib
 
+from cuda_ops.constants import ADL_ALPHA, ADL_BETA, ADL_GAMMA, FOCAL_ALPHA, FOCAL_GAMMA, NORMALIZER_POWER
+from sadpipe.defaults import SMOOTH_L1_BETA
 from sadpipe.errors import UserError
 from sadpipe.fileio import load_toml_file
 from sadpipe.validation import is_int, is_number, passes, show_value
@@ -63,15 +65,15 @@ DEFAULTS: dict = {
         "clip_grad_norm": 0.0,        # 0 disables
     },
     "loss": {
-        "focal_alpha": 0.25,
-        "focal_gamma": 2.0,
-        "smooth_l1_beta": 0.11,
+        "focal_alpha": FOCAL_ALPHA,
+        "focal_gamma": FOCAL_GAMMA,
+        "smooth_l1_beta": SMOOTH_L1_BETA,
     },
     "distill": {                      # used with --teacher-shards / --teacher
-        "alpha": 0.5,
-        "gamma": 2.0,
-        "beta": 0.0,
-        "normalizer_power": 1.8,
+        "alpha": ADL_ALPHA,
+        "gamma": ADL_GAMMA,
+        "beta": ADL_BETA,
+        "normalizer_power": NORMALIZER_POWER,
         "temperature": 1.0,           # softens teacher and student logits by 1/T (off at 1)
         "weight": 1.0,                # ADL weight in the total loss
         "pattern": ["labeled", "pseudo"],  # batch sources, cycled: the alternation ratio

@@ -1,7 +1,9 @@
 """Teacher-output shards for SAD: sparse codec, webdataset writer/reader, manifest, checks.
 
 Knows nothing about models: it stores dense per-view score arrays (compressed), anchors per
-pyramid level and opaque JSON metadata. Must not import ``sadpipe`` or ``cuda_ops``.
+pyramid level and opaque JSON metadata. Must not import ``sadpipe``, nor of ``cuda_ops`` more
+than ``cuda_ops.fastmath`` (the encoder's float32 maths) and ``cuda_ops.constants`` (the ADL's
+defaults).
 """
 from shards.codec import SparseCodec, codec_from_params, kept_fraction_per_level, payload_nbytes
 from shards.errors import (

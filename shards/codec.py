@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from cuda_ops.constants import NORMALIZER_POWER
 from shards import background
 from shards.encode import encode_view
 from shards.errors import CodecError
@@ -65,7 +66,6 @@ PAYLOAD_FIELDS = {  # name -> dtype
 HEADER = np.dtype("<u4")  # L, C, blocks, K, gap bytes, value byte planes
 HEADER_FIELDS = 6
 ZLIB_LEVEL = 6  # measured: level 1 stores ~1 % more, level 9 is no smaller
-NORMALIZER_POWER = 1.8  # θ of the ADL normaliser N = max(Σ q^θ, 1)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ Used by the benchmark; the tests check it against an independent torch-autograd 
 """
 import numpy as np
 
-ALPHA, GAMMA, BETA, THETA = 0.5, 2.0, 0.0, 1.8
+from cuda_ops.constants import ADL_ALPHA, ADL_BETA, ADL_GAMMA, NORMALIZER_POWER
+
 PRIOR = 0.01  # RetinaNet's classification prior: an untrained student predicts ~0.01
 
 
-def adl_and_grad(q, logits, *, normalizer, alpha=ALPHA, gamma=GAMMA, beta=BETA):
+def adl_and_grad(q, logits, *, normalizer, alpha=ADL_ALPHA, gamma=ADL_GAMMA, beta=ADL_BETA):
     """ADL value and its gradient w.r.t. the student logits.
 
     q, logits: (HWA, C); normalizer: N (already max(., 1)). Returns (float, (HWA, C) float64)."""
@@ -32,7 +33,7 @@ def adl_and_grad(q, logits, *, normalizer, alpha=ALPHA, gamma=GAMMA, beta=BETA):
     return loss, (d_adw * bracket + adw * d_bracket) / normalizer
 
 
-def normalizer(q, theta=THETA):
+def normalizer(q, theta=NORMALIZER_POWER):
     """N = max(sum q**theta, 1), from the dense scores."""
     return max(float(np.sum(np.asarray(q, np.float64) ** theta)), 1.0)
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.codec import NORMALIZER_POWER, kept_fraction_per_level, pack_payload
+from cuda_ops.constants import NORMALIZER_POWER
+from shards.codec import kept_fraction_per_level, pack_payload
 from shards.errors import ShardError, ShardMismatchError
 from shards.manifest import (
     MANIFEST,

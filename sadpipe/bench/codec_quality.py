@@ -72,7 +72,7 @@ def student_logits(model, spec, image, recipe, prep) -> torch.Tensor:
 def adl_and_grad(logits: torch.Tensor, probs: torch.Tensor, normalizer: float):
     """ADL (float) and its gradient (HWA, C) w.r.t. float64 student logits (HWA, C)."""
     import cuda_ops
-    from sadpipe.modeling.distill import ADL_ALPHA, ADL_BETA, ADL_GAMMA
+    from cuda_ops.constants import ADL_ALPHA, ADL_BETA, ADL_GAMMA
 
     x = logits.detach().clone().requires_grad_(True)
     loss = cuda_ops.adaptive_distillation_loss(x, probs, alpha=ADL_ALPHA, gamma=ADL_GAMMA,
@@ -86,7 +86,7 @@ def measure_view(dense: np.ndarray, level_sizes, codec, logits: dict) -> ViewRes
     """dense: (HWA, C) float32 teacher scores; logits: {student: (HWA, C) float64}."""
     import cuda_ops
     import shards
-    from sadpipe.modeling.distill import NORMALIZER_POWER
+    from cuda_ops.constants import NORMALIZER_POWER
     from shards.sample import scores_member_bytes
 
     payload = codec.encode(dense, level_sizes)

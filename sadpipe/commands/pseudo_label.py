@@ -5,9 +5,7 @@ from pathlib import Path
 
 import click
 
-SCORE_THRESH = 0.5   # same defaults as sadpipe.engine.pseudo_label (not imported: it loads torch)
-BATCH_SIZE = 4
-FAINT_FLOOR = 0.1    # sadpipe.evaluation.pictures.FAINT_FLOOR (not imported: for --help only)
+from sadpipe.defaults import FAINT_FLOOR, PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
 
 HELP = f"""Run a teacher checkpoint on unlabeled images and keep its confident boxes as
 labels: the pseudo-labeled set that `sadpipe train` distils a student on.
@@ -73,13 +71,13 @@ splits the images across processes; the output is the same as with one process.
                    "--images, sizes). Default: every image file under --images.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output COCO json, e.g. data/annotations/pseudo.json.")
-@click.option("--score-thresh", type=click.FloatRange(0.0, 1.0), default=SCORE_THRESH,
+@click.option("--score-thresh", type=click.FloatRange(0.0, 1.0), default=PSEUDO_LABEL_SCORE_THRESH,
               show_default=True, help="Keep teacher boxes scoring at least this.")
 @click.option("--merge-with", type=click.Path(dir_okay=False, path_type=Path),
               help="Labeled COCO json to merge into the output (needs --merge-images).")
 @click.option("--merge-images", type=click.Path(file_okay=False, path_type=Path),
               help="Images folder of --merge-with.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE,
+@click.option("--batch-size", type=click.IntRange(min=1), default=PSEUDO_LABEL_BATCH_SIZE,
               show_default=True, help="Images per teacher forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where the teacher runs (auto: cuda when available).")

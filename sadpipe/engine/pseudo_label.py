@@ -36,6 +36,7 @@ import numpy as np
 from sadpipe.checkpoint import ModelSpec, file_sha256, load_model
 from sadpipe.data.categories import as_dicts
 from sadpipe.data.coco import ImageError, open_image, read_coco_json
+from sadpipe.defaults import PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
 from sadpipe.engine.distributed import init_distributed, resolve_device
 from sadpipe.engine.inference import Predictor, to_coco_results
 from sadpipe.engine.progress import Progress
@@ -45,8 +46,6 @@ from sadpipe.fileio import write_json
 from sadpipe.modeling.boxes import BoxConvention
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-SCORE_THRESH = 0.5
-BATCH_SIZE = 4
 LABELED_SCORE = 1.0      # the score merged ground-truth boxes carry
 PROGRESS_LINES = 20      # plain progress lines per run when stderr is not a terminal
 NOT_CROWD = 0
@@ -309,8 +308,8 @@ def _labeled_entries(labeled: LabeledSet | None, names: OutputNames) -> tuple[li
 
 
 def pseudo_label(teacher, images_dir, out, *, image_info=None, merge_with=None,
-                 merge_images=None, score_thresh: float = SCORE_THRESH,
-                 batch_size: int = BATCH_SIZE, device: str = "auto",
+                 merge_images=None, score_thresh: float = PSEUDO_LABEL_SCORE_THRESH,
+                 batch_size: int = PSEUDO_LABEL_BATCH_SIZE, device: str = "auto",
                  progress: bool = True) -> dict | None:
     """Label the images of ``images_dir`` with ``teacher`` and write ``out`` atomically.
 

@@ -13,6 +13,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from cuda_ops.constants import NORMALIZER_POWER
 from sadpipe.checkpoint import ModelSpec, file_sha256, load_checkpoint, save_checkpoint
 from sadpipe.data.categories import class_order
 from sadpipe.data.coco import read_coco_json
@@ -202,7 +203,7 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
 
 
 def teacher_targets(batch: dict, images: torch.Tensor, spec: ModelSpec, device, *, teacher=None,
-                    power: float = 1.8):
+                    power: float = NORMALIZER_POWER):
     """The ADL's teacher side of a batch: probs (N, HWA, C) on the batch grid, mask (N, HWA) of
     the anchors on each view's own grid, and the normaliser Σ q^θ of the batch's views (before
     max(., 1)); (None, None, 0.0) when the batch has no teacher. From the live ``teacher``

@@ -15,10 +15,10 @@ from PIL import Image
 
 from sadpipe.data.categories import class_index_of
 from sadpipe.data.coco import CocoDataset, ImageError
+from sadpipe.defaults import FAINT_FLOOR
 from sadpipe.evaluation.draw import choose_images, draw_boxes, picture_name, write_pictures, xywh_to_xyxy
 
 DRAWINGS_DIR = "drawings"
-FAINT_FLOOR = 0.1   # pseudo-label pictures: weakest teacher box drawn (faint)
 
 
 def write_eval_pictures(dataset: CocoDataset, detections: list[dict], out_dir, *, count: int,

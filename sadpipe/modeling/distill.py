@@ -11,13 +11,8 @@ from __future__ import annotations
 import torch
 
 import cuda_ops
+from cuda_ops.constants import ADL_ALPHA, ADL_BETA, ADL_GAMMA, IGNORE
 from sadpipe.modeling.anchors import AnchorLayout
-from sadpipe.modeling.targets import IGNORE
-
-ADL_ALPHA = 0.5
-ADL_GAMMA = 2.0
-ADL_BETA = 0.0
-NORMALIZER_POWER = 1.8
 
 
 def view_anchor_mask(layout: AnchorLayout, view_padded: tuple[int, int],

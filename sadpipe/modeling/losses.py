@@ -5,10 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import cuda_ops
-
-FOCAL_ALPHA = 0.25
-FOCAL_GAMMA = 2.0
-SMOOTH_L1_BETA = 0.11
+from cuda_ops.constants import FOCAL_ALPHA, FOCAL_GAMMA
+from sadpipe.defaults import SMOOTH_L1_BETA
 
 
 def detection_losses(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,

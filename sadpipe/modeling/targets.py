@@ -1,6 +1,7 @@
 """Anchor matching (torchvision's Matcher) and regression targets (:mod:`sadpipe.modeling.boxes`).
 
-Per-anchor labels: ``c >= 0`` foreground class index, ``BACKGROUND`` (-1), ``IGNORE`` (-2).
+Per-anchor labels: ``c >= 0`` foreground class index, ``BACKGROUND`` (-1), ``IGNORE`` (-2)
+(the codes of :mod:`cuda_ops.constants`, which the losses read).
 Crowd regions (COCO ``iscrowd`` boxes) are not matched; background anchors lying mostly
 inside one are ignored rather than trained as background.
 """
@@ -9,10 +10,9 @@ from __future__ import annotations
 import torch
 from torchvision.models.detection import _utils as det_utils
 
+from cuda_ops.constants import BACKGROUND, IGNORE
 from sadpipe.modeling.boxes import BoxConvention
 
-BACKGROUND = -1
-IGNORE = -2
 FG_IOU = 0.5
 BG_IOU = 0.4
 CROWD_IGNORE_IOF = 0.7

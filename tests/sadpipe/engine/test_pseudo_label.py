@@ -1,5 +1,6 @@
 """`sadpipe pseudo-label` on tiny images against a direct use of the Predictor, plus the rank
 split helpers, merging with a labeled set, bad input, SIGKILL and torchrun with 2 ranks."""
+import inspect
 import json
 import os
 import signal
@@ -120,9 +121,20 @@ def test_split_for_rank_hand_computed():
             split_for_rank([1, 2], rank, world)
 
 
-def test_command_defaults_match_engine():
-    assert pseudo_label_command.SCORE_THRESH == engine.SCORE_THRESH == 0.5
-    assert pseudo_label_command.BATCH_SIZE == engine.BATCH_SIZE == 4
+def test_command_defaults_are_the_engines():
+    options = {p.name: p.default for p in pseudo_label_command.command.params}
+    engine_defaults = inspect.signature(engine.pseudo_label).parameters
+    for name, value in (("score_thresh", 0.5), ("batch_size", 4)):
+        assert options[name] == engine_defaults[name].default == value
+
+
+def test_command_module_loads_no_torch():
+    """The command's defaults come from sadpipe.defaults, which `--help` reads without torch."""
+    check = ("import sys, sadpipe.commands.pseudo_label, sadpipe.config; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         check=True, env=SUBPROCESS_ENV)
+    assert out.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- labeling
