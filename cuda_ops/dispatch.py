@@ -95,7 +95,8 @@ def sigmoid_focal_loss(logits, labels, *, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, 
 def adaptive_distillation_loss(student_logits, teacher_probs, labels=None, *, alpha=ADL_ALPHA,
                                gamma=ADL_GAMMA, beta=ADL_BETA, normalizer=None,
                                normalizer_power=NORMALIZER_POWER, backend="auto"):
-    """Adaptive distillation loss (the README's formula) of a student against a teacher's probabilities.
+    """Adaptive distillation loss of a student against a teacher's probabilities (the formula:
+    :mod:`cuda_ops.reference`).
 
     Args:
         student_logits: (M, C) float32 (float64 also accepted by ``backend="torch"``).

@@ -1,6 +1,7 @@
 """How much a codec changes the adaptive distillation loss (ADL), in float64 numpy.
 
-ADL as in the README, per (anchor, class), student logit x, p = sigmoid(x), teacher score q::
+ADL as defined in :mod:`cuda_ops.reference`, per (anchor, class), student logit x,
+p = sigmoid(x), teacher score q::
 
     CE  = -q log p - (1-q) log(1-p);   D = CE - beta * H(q);   ADW = (1 - exp(-D)) ** gamma
     ADL = sum ADW * [alpha q (-log p) + (1-alpha)(1-q)(-log(1-p))] / N,  N = max(sum q**theta, 1)

@@ -1,6 +1,6 @@
 """The one rule between a detector's class indices and COCO category ids.
 
-**Class c is the (c+1)-th category id in increasing order** — the original release's rule
+**Class c is the (c+1)-th category id in increasing order** — the release's rule
 (Detectron maps the sorted category ids to contiguous classes). COCO promises no order for a
 file's ``categories`` list, so sadpipe never uses the order a file lists them in: datasets,
 model specs, checkpoints, shard headers and pseudo-label files all hold their categories in

@@ -49,7 +49,7 @@ def adaptive_distillation_loss(student_logits: torch.Tensor, teacher_probs: torc
                                labels: torch.Tensor, normalizer, *, alpha: float = ADL_ALPHA,
                                gamma: float = ADL_GAMMA, beta: float = ADL_BETA,
                                temperature: float = 1.0, backend: str = "auto") -> torch.Tensor:
-    """ADL of a batch (the README's formula), through the fused ``cuda_ops`` kernel.
+    """ADL of a batch (formula: :mod:`cuda_ops.reference`), through the fused ``cuda_ops`` kernel.
 
     Args:
         student_logits: (N, HWA, C); teacher_probs: (N, HWA, C) in [0, 1].

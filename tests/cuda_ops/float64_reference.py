@@ -1,5 +1,6 @@
-"""Independent float64 references for the cuda_ops tests, written from the README's formulas
-(not from cuda_ops' code): element losses in float64, gradients by torch autograd."""
+"""Independent float64 references for the cuda_ops tests, written from the formulas (the module
+docstring of cuda_ops.reference), not from cuda_ops' code: element losses in float64, gradients
+by torch autograd."""
 import torch
 
 IGNORE = -2

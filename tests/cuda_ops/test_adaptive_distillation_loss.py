@@ -1,5 +1,6 @@
 """cuda_ops.adaptive_distillation_loss on every backend against an independent float64
-reference (the README's ADL formula, gradients by autograd), hand-computed values and gradcheck."""
+reference (the ADL formula of cuda_ops.reference's docstring, gradients by autograd),
+hand-computed values and gradcheck."""
 import math
 
 import pytest

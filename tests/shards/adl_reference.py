@@ -1,4 +1,4 @@
-"""Independent float64 numpy reference of the adaptive distillation loss (the README's formula),
+"""Independent float64 numpy reference of the adaptive distillation loss (cuda_ops.reference's formula),
 for judging the codec. Written from the formula only: the gradient w.r.t. the student logits
 comes from complex-step differentiation of the same element-wise expression (each element
 depends on its own logit only; the normaliser comes from the dense scores), not from a

@@ -12,7 +12,7 @@ LAYOUT = AnchorLayout(size_factor=1.0)
 
 
 def adl_reference(x, q, labels, normalizer, alpha=0.5, gamma=2.0, beta=0.0):
-    """the README's ADL formula, float64, written out term by term."""
+    """the ADL formula (cuda_ops.reference's docstring), float64, written out term by term."""
     x, q = x.double(), q.double()
     p = torch.sigmoid(x)
     ce = -q * torch.log(p) - (1 - q) * torch.log(1 - p)
