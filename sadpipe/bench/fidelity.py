@@ -78,7 +78,7 @@ def cached_teacher(shard_dir: Path) -> str:
     return argv[argv.index("--teacher") + 1]
 
 
-def train_mode(mode: str, out: Path, paths: dict, teacher: str, *, seed: int, iters: int,
+def train_mode(mode: str, out: Path, paths: dict, teacher_path: str, *, seed: int, iters: int,
                steps: list[int]) -> Path:
     overrides = [f"data.train_annotations={json.dumps(str(paths['train_annotations']))}",
                  f"data.train_images={json.dumps(str(paths['train_images']))}",
@@ -89,7 +89,7 @@ def train_mode(mode: str, out: Path, paths: dict, teacher: str, *, seed: int, it
                       f"data.pseudo_images={json.dumps(str(paths['pseudo_images']))}"]
         sources = {}
     if mode != "cached":
-        sources["teacher"] = teacher
+        sources["teacher_path"] = teacher_path
     if (out / FINAL_MODEL).exists():  # kept from an earlier run of this benchmark
         return out / FINAL_MODEL
     with quiet():
@@ -132,8 +132,10 @@ def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tupl
 
     from sadpipe.checkpoint import load_model
     from sadpipe.engine.distributed import DistInfo
+    from sadpipe.engine.settings import DistillSettings
+    from sadpipe.engine.streams import LABELED, PSEUDO, open_stream, training_sources
     from sadpipe.engine.teacher import Teacher
-    from sadpipe.engine.trainer import LABELED, PSEUDO, open_stream, source_names, teacher_targets
+    from sadpipe.engine.trainer import teacher_targets
     from sadpipe.modeling.distill import adaptive_distillation_loss
     from sadpipe.modeling.targets import IGNORE, build_targets
 
@@ -143,12 +145,12 @@ def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tupl
     model, spec = load_model(run / FINAL_MODEL)
     model.eval()
     teacher = Teacher(teacher_path)
-    sources = source_names(cfg, {LABELED: paths["labeled_shards"], PSEUDO: paths["pseudo_shards"]},
-                           distill=True)
-    pattern = [name for name in cfg["distill"]["pattern"] if name in sources]
+    sources = training_sources(cfg["data"], {LABELED: paths["labeled_shards"],
+                                             PSEUDO: paths["pseudo_shards"]}, distill=True)
+    distill = DistillSettings.from_config(cfg)
+    pattern = [name for name in distill.pattern if name in sources]
     batches = {name: open_stream(name, sources[name], spec, cfg, DistInfo(), start_batch=0)
                for name in set(pattern)}
-    d, power = cfg["distill"], cfg["distill"]["normalizer_power"]
     worst_cosine, worst_error = 1.0, 0.0
     for i in range(num_batches):
         name = pattern[i % len(pattern)]
@@ -161,12 +163,12 @@ def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tupl
         results = []
         for live in (None, teacher):
             probs, mask, normalizer = teacher_targets(batch, images, spec, "cpu", teacher=live,
-                                                      power=power)
+                                                      power=distill.normalizer_power)
             x = logits.detach().clone().requires_grad_(True)
             adl_labels = torch.where(mask, labels, torch.full_like(labels, IGNORE))
             loss = adaptive_distillation_loss(x, probs, adl_labels, max(normalizer, 1.0),
-                                              alpha=d["alpha"], gamma=d["gamma"], beta=d["beta"],
-                                              temperature=d["temperature"])
+                                              alpha=distill.alpha, gamma=distill.gamma,
+                                              beta=distill.beta, temperature=distill.temperature)
             loss.backward()
             results.append((float(loss.detach()), x.grad.reshape(-1).double()))
         (cached_loss, cached_grad), (live_loss, live_grad) = results
@@ -181,7 +183,7 @@ def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tupl
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               help="A finished `sadpipe demo` folder (data, pseudo-labels, both caches).")
-@click.option("--teacher", "teacher_ckpt", type=click.Path(dir_okay=False, exists=True),
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, exists=True),
               help="The teacher the caches were made with (default: the one their manifest names).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds, comma-separated.")
 @click.option("--modes", default="cached,online", show_default=True,
@@ -195,7 +197,7 @@ def batch_check(workdir: Path, num_batches: int, teacher_path: str, log) -> tupl
                    "of the demo's distilled student's training stream.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the runs here (default: WORKDIR/fidelity); finished runs are reused.")
-def main(workdir, teacher_ckpt, seeds, modes, iters, steps, check_batches, out):
+def main(workdir, teacher_path, seeds, modes, iters, steps, check_batches, out):
     """AP of the demo's SAD student trained from the cache, rescored by the live teacher on
     the same batches, and distilled online, per seed; or (--batch-check) the ADL targets of
     cache and live teacher compared batch by batch.
@@ -206,9 +208,9 @@ def main(workdir, teacher_ckpt, seeds, modes, iters, steps, check_batches, out):
       python -m sadpipe.bench.fidelity --workdir work/demo --batch-check 200
     """
     paths = demo_paths(workdir)
-    teacher = teacher_ckpt or cached_teacher(paths["labeled_shards"])
+    teacher_path = teacher_path or cached_teacher(paths["labeled_shards"])
     if check_batches:
-        cosine, error = batch_check(workdir, check_batches, teacher, click.echo)
+        cosine, error = batch_check(workdir, check_batches, teacher_path, click.echo)
         click.echo(f"batches={check_batches} min_cosine={cosine:.6f} max_rel_adl_error={error:.6f}")
         return
     seed_list = [int(s) for s in seeds.split(",")]
@@ -217,12 +219,12 @@ def main(workdir, teacher_ckpt, seeds, modes, iters, steps, check_batches, out):
     if not mode_list or any(m not in MODES for m in mode_list):
         raise UserError(f"--modes: expected some of {', '.join(MODES)}, got '{modes}'")
     out = out or workdir / "fidelity"
-    click.echo(f"demo {workdir}; teacher {teacher}; {iters} iterations, steps {step_list}; "
+    click.echo(f"demo {workdir}; teacher {teacher_path}; {iters} iterations, steps {step_list}; "
                f"seeds {seed_list}; modes {mode_list}")
     ap = {}
     for seed in seed_list:
         for mode in mode_list:
-            model = train_mode(mode, out / f"{mode}_seed{seed}", paths, teacher, seed=seed,
+            model = train_mode(mode, out / f"{mode}_seed{seed}", paths, teacher_path, seed=seed,
                                iters=iters, steps=step_list)
             metrics = evaluate_checkpoint(model, paths["val_annotations"], paths["val_images"])
             ap[mode, seed] = 100 * metrics["bbox"]["AP"]

@@ -138,7 +138,7 @@ def quiet():
               help="Timed iterations per mode (a multiple of --warmup).")
 @click.option("--warmup", default=20, show_default=True,
               help="Untimed iterations first, per mode; also the log period.")
-@click.option("--teacher", "teacher_ckpt", type=click.Path(dir_okay=False, exists=True),
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, exists=True),
               help="A toy teacher checkpoint; default: train one for --teacher-iters.")
 @click.option("--teacher-iters", default=30, show_default=True,
               help="Iterations of the quick teacher when --teacher is not given.")
@@ -150,7 +150,7 @@ def quiet():
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--workdir", type=click.Path(file_okay=False),
               help="Keep data, teacher, shards and runs here (default: a temporary folder).")
-def main(images, iters, warmup, teacher_ckpt, teacher_iters, shard_size, workers, repeats, device,
+def main(images, iters, warmup, teacher_path, teacher_iters, shard_size, workers, repeats, device,
          workdir):
     """Images/s of SAD training from teacher shards vs a live teacher, same student and batch.
 
@@ -175,7 +175,7 @@ def main(images, iters, warmup, teacher_ckpt, teacher_iters, shard_size, workers
                                      num_val=0)["splits"]["train"]
         annotations, image_dir = Path(split["annotation_file"]), Path(split["image_dir"])
         with quiet():
-            teacher = Path(teacher_ckpt) if teacher_ckpt else quick_teacher(
+            teacher = Path(teacher_path) if teacher_path else quick_teacher(
                 root, annotations, image_dir, iters=teacher_iters, device=device)
             totals = cache_shards(teacher, annotations, image_dir, root / "shards",
                                   shard_size=shard_size, device=device)
@@ -191,7 +191,7 @@ def main(images, iters, warmup, teacher_ckpt, teacher_iters, shard_size, workers
                 runs.append((time_mode("shards", root / "run_shards", overrides, warmup=warmup,
                                        iters=iters, teacher_shards=root / "shards"),
                              time_mode("online", root / "run_online", overrides, warmup=warmup,
-                                       iters=iters, teacher=teacher)))
+                                       iters=iters, teacher_path=teacher)))
         ratios = [shard.images_per_s / online.images_per_s for shard, online in runs]
         rows = [median_timing([run[i] for run in runs]) for i in range(2)]
         cfg = load_config(STUDENT_CONFIG)

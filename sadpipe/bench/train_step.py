@@ -40,6 +40,7 @@ from sadpipe.data.coco import read_coco_json
 from sadpipe.data.toy import generate_toy_dataset
 from sadpipe.engine import streams
 from sadpipe.engine.distributed import DistInfo
+from sadpipe.engine.settings import DistillSettings, LossSettings, SolverSettings
 from sadpipe.engine.trainer import build_optimizer, model_spec_from_config, step_losses
 from sadpipe.modeling.targets import build_targets, match_anchors
 from sadpipe.pipeline.shipped import SHIPPED_DIR
@@ -81,14 +82,16 @@ class Stepper:
         self.cfg, self.spec = cfg, spec
         self.model = spec.build()
         self.model.channels_last = variant.channels_last
-        self.optimizer = build_optimizer(self.model, cfg["solver"])
+        self.optimizer = build_optimizer(self.model, SolverSettings.from_config(cfg))
+        self.loss, self.distill = LossSettings.from_config(cfg), DistillSettings.from_config(cfg)
         self.forward = self.model
         self.compile_s = 0.0
         if variant.compiled:
             self.forward = torch.compile(self.model)
 
     def step(self, batch: dict) -> None:
-        losses, _ = step_losses(self.forward, self.spec, batch, self.cfg, "cpu")
+        losses, _ = step_losses(self.forward, self.spec, batch, "cpu", loss=self.loss,
+                                distill=self.distill)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -21,12 +21,12 @@ from sadpipe.config import load_config
               help="Distil from cached teacher scores of the LABELED set (from cache-logits).")
 @click.option("--pseudo-shards", type=click.Path(file_okay=False),
               help="Distil from cached teacher scores of the PSEUDO-LABELED set (train ∪ unlabeled).")
-@click.option("--teacher", "teacher_ckpt", type=click.Path(dir_okay=False),
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False),
               help="Distil from a live teacher checkpoint run inside every step (online mode; "
                    "data from data.train_annotations and data.pseudo_annotations). With "
                    "--teacher-shards / --pseudo-shards: the cached batches, rescored by the "
                    "teacher that made them (what the cache's codec costs, measured).")
-def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shards, teacher_ckpt):
+def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shards, teacher_path):
     """Train a RetinaNet detector on a COCO-format dataset, optionally distilling a teacher.
 
     \b
@@ -54,7 +54,7 @@ def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shar
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(config_path, overrides)
     run = train(cfg, out_dir, resume=resume, teacher_shards=teacher_shards,
-                pseudo_shards=pseudo_shards, teacher=teacher_ckpt,
+                pseudo_shards=pseudo_shards, teacher_path=teacher_path,
                 command=shlex.join(["sadpipe", *sys.argv[1:]]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         click.echo(f"model: {run.final_model}")

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from sadpipe.checkpoint import ModelSpec, file_sha256, load_model
+from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import as_dicts
 from sadpipe.data.coco import ImageError, open_image, read_coco_json
 from sadpipe.defaults import PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
@@ -42,8 +42,9 @@ from sadpipe.engine.inference import Predictor, to_coco_results
 from sadpipe.engine.progress import Progress
 from sadpipe.engine.sharding import gather_json_parts, remove_parts, split_for_rank
 from sadpipe.errors import UserError
-from sadpipe.fileio import write_json
+from sadpipe.fileio import file_sha256, write_json
 from sadpipe.modeling.boxes import BoxConvention
+from sadpipe.modeling.spec import ModelSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LABELED_SCORE = 1.0      # the score merged ground-truth boxes carry

@@ -9,6 +9,8 @@ run continues each stream exactly where it stopped. A stream yields batch dicts:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,47 @@ from sadpipe.data.coco import CocoDataset
 from sadpipe.data.loader import BatchSchedule, TrainDataset, collate
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.errors import UserError
+
+LABELED, PSEUDO = "labeled", "pseudo"   # the two batch sources of SAD training
+
+
+@dataclass(frozen=True)
+class CocoSource:
+    """Batches read, augmented and padded from a COCO-format set (images + annotations)."""
+
+    annotations: Path
+    images: Path
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """Batches read from teacher shards (``sadpipe cache-logits``): images, targets and the
+    teacher's scores."""
+
+    shard_dir: Path
+
+
+def training_sources(data: dict, shard_dirs: dict, *, distill: bool) -> dict:
+    """{source name: CocoSource | ShardSource} for the labeled and pseudo-labeled sets:
+    the shard folders given (``shard_dirs``: {LABELED, PSEUDO: folder or None}), else the
+    config's ``[data]`` files (the pseudo-labeled set only when distilling)."""
+    if any(shard_dirs.values()):
+        return {name: ShardSource(Path(d)) for name, d in shard_dirs.items() if d}
+    sources = {LABELED: CocoSource(data["train_annotations"], data["train_images"])}
+    if distill and data["pseudo_annotations"]:
+        sources[PSEUDO] = CocoSource(data["pseudo_annotations"], data["pseudo_images"])
+    return sources
+
+
+def open_stream(name: str, source, spec, cfg: dict, dist: DistInfo, *, start_batch: int):
+    """The batch iterator of source ``name`` (its own seed offset), from batch ``start_batch``."""
+    seed_offset = 0 if name == LABELED else 1
+    if isinstance(source, ShardSource):
+        from sadpipe.engine.shard_stream import shard_stream
+        return shard_stream(source.shard_dir, spec, cfg, dist, start_batch=start_batch,
+                            seed_offset=seed_offset)
+    return coco_stream(source.annotations, source.images, spec, cfg, dist, start_batch=start_batch,
+                       seed_offset=seed_offset)
 
 
 def batches_drawn(pattern: list[str], name: str, iteration: int) -> int:

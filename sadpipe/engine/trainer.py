@@ -14,74 +14,76 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from cuda_ops.constants import NORMALIZER_POWER
-from sadpipe.checkpoint import ModelSpec, file_sha256, load_checkpoint, save_checkpoint
+from sadpipe.checkpoint import load_checkpoint, save_checkpoint
 from sadpipe.data.categories import class_order
 from sadpipe.data.coco import read_coco_json
 from sadpipe.data.toy import PARAMS_KEY as TOY_PARAMS_KEY
 from sadpipe.data.transforms import preprocessing_from_config
-from sadpipe.engine import streams
 from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
 from sadpipe.engine.progress import Progress
 from sadpipe.engine.run_dir import RunDir
-from sadpipe.engine.schedule import learning_rate
+from sadpipe.engine.settings import DistillSettings, LossSettings, SolverSettings, TrainSettings
+from sadpipe.engine.streams import LABELED, PSEUDO, ShardSource, batches_drawn, open_stream, training_sources
 from sadpipe.engine.teacher import Teacher, check_teacher_compatible
 from sadpipe.errors import UserError
+from sadpipe.fileio import file_sha256
 from sadpipe.modeling.anchors import ANCHOR_CONVENTIONS, AnchorLayout
 from sadpipe.modeling.backbones import ARCHS, NORMS, P6_INPUTS
 from sadpipe.modeling.boxes import BOX_CONVENTIONS
 from sadpipe.modeling.distill import adaptive_distillation_loss, mean_adaptive_weight
 from sadpipe.modeling.losses import detection_losses
+from sadpipe.modeling.spec import ModelSpec
 from sadpipe.modeling.targets import IGNORE, build_targets
 
 log = logging.getLogger(__name__)
 
-LABELED, PSEUDO = "labeled", "pseudo"
-
-
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
     """The spec of the model ``cfg`` trains; ``categories`` (``[{"id", "name"}]``) in any order."""
-    m = cfg["model"]
+    model_cfg = cfg["model"]
     for key, known in (("arch", ARCHS), ("norm", NORMS), ("p6_from", P6_INPUTS),
                        ("anchor_convention", ANCHOR_CONVENTIONS), ("box_convention", BOX_CONVENTIONS)):
-        if m[key] not in known:
-            raise UserError(f"config: model.{key} '{m[key]}' is unknown (known: {', '.join(known)})")
-    if ARCHS[m["arch"]].family != "resnet" and (m["stride_in_1x1"] or m["p6_from"] != "p5"):
+        if model_cfg[key] not in known:
+            raise UserError(f"config: model.{key} '{model_cfg[key]}' is unknown (known: {', '.join(known)})")
+    detectron_variant = model_cfg["stride_in_1x1"] or model_cfg["p6_from"] != "p5"
+    if ARCHS[model_cfg["arch"]].family != "resnet" and detectron_variant:
         raise UserError(f"config: model.stride_in_1x1 and model.p6_from = \"c5\" exist for the "
-                        f"resnet bodies only, not for model.arch '{m['arch']}'")
-    layout = AnchorLayout(strides=tuple(m["strides"]), size_factor=m["anchor_size_factor"],
-                          scales_per_octave=m["scales_per_octave"],
-                          aspect_ratios=tuple(m["aspect_ratios"]), convention=m["anchor_convention"])
-    return ModelSpec(arch=m["arch"], categories=class_order(categories),
+                        f"resnet bodies only, not for model.arch '{model_cfg['arch']}'")
+    layout = AnchorLayout(strides=tuple(model_cfg["strides"]), size_factor=model_cfg["anchor_size_factor"],
+                          scales_per_octave=model_cfg["scales_per_octave"],
+                          aspect_ratios=tuple(model_cfg["aspect_ratios"]),
+                          convention=model_cfg["anchor_convention"])
+    return ModelSpec(arch=model_cfg["arch"], categories=class_order(categories),
                      anchor_layout=layout, preprocessing=preprocessing_from_config(cfg),
-                     norm=m["norm"], stride_in_1x1=m["stride_in_1x1"], p6_from=m["p6_from"],
-                     box_convention=m["box_convention"])
+                     norm=model_cfg["norm"], stride_in_1x1=model_cfg["stride_in_1x1"],
+                     p6_from=model_cfg["p6_from"], box_convention=model_cfg["box_convention"])
 
 
 def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseudo_shards=None,
-          teacher=None, command: str = "") -> RunDir:
-    # ---- set-up: device, processes, model spec, batch sources, run folder, model, optimizer
-    device = resolve_device(cfg["train"]["device"])
+          teacher_path=None, command: str = "") -> RunDir:
+    # ---- set-up: device, processes, settings, model spec, batch sources, run folder, model
+    run_settings, solver = TrainSettings.from_config(cfg), SolverSettings.from_config(cfg)
+    loss_settings, distill = LossSettings.from_config(cfg), DistillSettings.from_config(cfg)
+    device = resolve_device(run_settings.device)
     dist = init_distributed(device)
-    torch.manual_seed(cfg["train"]["seed"])
-    solver = cfg["solver"]
-    if solver["images_per_batch"] % dist.world_size:
-        raise UserError(f"solver.images_per_batch {solver['images_per_batch']} is not divisible "
+    torch.manual_seed(run_settings.seed)
+    if solver.images_per_batch % dist.world_size:
+        raise UserError(f"solver.images_per_batch {solver.images_per_batch} is not divisible "
                         f"by the number of processes {dist.world_size}")
     shard_dirs = {LABELED: teacher_shards, PSEUDO: pseudo_shards}
-    distill_from_shards = any(shard_dirs.values())
     spec = model_spec_from_config(cfg, _categories(cfg, shard_dirs))
-    sources = source_names(cfg, shard_dirs, distill=distill_from_shards or bool(teacher))
-    pattern = [name for name in cfg["distill"]["pattern"] if name in sources] or [LABELED]
-    live_teacher = None
-    if teacher:
-        live_teacher = Teacher(teacher, device=device)
-        check_teacher_compatible(live_teacher.spec, spec, source=teacher)
+    sources = training_sources(cfg["data"], shard_dirs,
+                               distill=any(shard_dirs.values()) or bool(teacher_path))
+    pattern = [name for name in distill.pattern if name in sources] or [LABELED]
+    teacher = None
+    if teacher_path:
+        teacher = Teacher(teacher_path, device=device)
+        check_teacher_compatible(teacher.spec, spec, source=teacher_path)
     for source in sources.values():
-        if source[0] == "shards":  # refuse mismatching shards before writing anything
+        if isinstance(source, ShardSource):  # refuse mismatching shards before writing anything
             from sadpipe.engine.shard_stream import check_shard_set
-            manifest = check_shard_set(source[1], spec, cfg, dist)
-            if teacher:  # rescoring the cached batches: only with the teacher that made them
-                _check_cached_teacher(source[1], manifest, teacher)
+            manifest = check_shard_set(source.shard_dir, spec, cfg, dist)
+            if teacher_path:  # rescoring the cached batches: only with the teacher that made them
+                _check_cached_teacher(source.shard_dir, manifest, teacher_path)
 
     run = RunDir(out_dir)
     if dist.is_main:
@@ -96,11 +98,11 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     if dist.enabled:
         model = DistributedDataParallel(model)
     batch_iters = {name: open_stream(name, sources[name], spec, cfg, dist,
-                                      start_batch=streams.batches_drawn(pattern, name, start_iter))
+                                      start_batch=batches_drawn(pattern, name, start_iter))
                    for name in set(pattern)}
 
     # ---- the loop
-    max_iter = solver["max_iter"]
+    max_iter = solver.max_iter
     progress = Progress("train", total=max_iter, done=start_iter, enabled=dist.is_main)
     meter = _Meter()
     t_loop = time.perf_counter() - wall_time  # wall time counts across resumes
@@ -108,22 +110,20 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
         t0 = time.perf_counter()
         batch = next(batch_iters[pattern[iteration % len(pattern)]])
         t_data = time.perf_counter() - t0
-        lr = learning_rate(iteration, base_lr=solver["base_lr"], warmup_iters=solver["warmup_iters"],
-                           warmup_factor=solver["warmup_factor"], steps=solver["steps"],
-                           gamma=solver["gamma"])
+        lr = solver.learning_rate(iteration)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         done = iteration + 1
-        log_now = dist.is_main and (done % cfg["train"]["log_period"] == 0 or done == max_iter)
-        losses, stats = step_losses(model, spec, batch, cfg, device, teacher=live_teacher,
-                                    with_stats=log_now, dist=dist)
+        log_now = dist.is_main and (done % run_settings.log_period == 0 or done == max_iter)
+        losses, stats = step_losses(model, spec, batch, device, loss=loss_settings, distill=distill,
+                                    teacher=teacher, with_stats=log_now, dist=dist)
         loss = sum(losses.values())
         check_finite(losses, done, run, dist)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if solver["clip_grad_norm"] > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), solver["clip_grad_norm"])
+        if solver.clip_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
             check_finite({"grad_norm": grad_norm}, done, run, dist)
         optimizer.step()
 
@@ -136,7 +136,7 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
             run.log_metrics(record)
             progress.log(record)
         progress.advance(1, loss=f"{float(loss.detach()):.4f}")
-        if dist.is_main and done % cfg["train"]["checkpoint_period"] == 0 and done < max_iter:
+        if dist.is_main and done % run_settings.checkpoint_period == 0 and done < max_iter:
             _save_training_checkpoint(run, spec, model, optimizer, done, cfg,
                                       wall_time=time.perf_counter() - t_loop)
     progress.close()
@@ -144,26 +144,27 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     if dist.is_main:
         provenance = run_provenance(cfg, sources, command=command, iterations=max_iter,
                                     wall_time=time.perf_counter() - t_loop, dist=dist,
-                                    teacher=teacher)
+                                    teacher_path=teacher_path)
         save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg, provenance=provenance)
         log.info("wrote %s", run.final_model)
     return run
 
 
-def build_optimizer(model, solver: dict) -> torch.optim.Optimizer:
+def build_optimizer(model, solver: SolverSettings) -> torch.optim.Optimizer:
     """SGD with momentum (the release), or AdamW for short from-scratch runs."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if solver["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=solver["base_lr"], momentum=solver["momentum"],
-                               weight_decay=solver["weight_decay"])
-    if solver["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=solver["base_lr"], betas=(solver["momentum"], 0.999),
-                                 weight_decay=solver["weight_decay"])
-    raise UserError(f"config: solver.optimizer '{solver['optimizer']}' is unknown (sgd or adamw)")
+    if solver.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=solver.base_lr, momentum=solver.momentum,
+                               weight_decay=solver.weight_decay)
+    if solver.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=solver.base_lr, betas=(solver.momentum, 0.999),
+                                 weight_decay=solver.weight_decay)
+    raise UserError(f"config: solver.optimizer '{solver.optimizer}' is unknown (sgd or adamw)")
 
 
-def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teacher=None,
-                with_stats: bool = False, dist: DistInfo = DistInfo()) -> tuple[dict, dict]:
+def step_losses(model, spec: ModelSpec, batch: dict, device, *, loss: LossSettings,
+                distill: DistillSettings, teacher: Teacher | None = None, with_stats: bool = False,
+                dist: DistInfo = DistInfo()) -> tuple[dict, dict]:
     """Focal + box loss on the batch's (pseudo-)labels, plus the ADL when the batch carries
     teacher scores (shards) or a live teacher is given (which then scores the batch, replacing
     any cached scores).
@@ -176,12 +177,11 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
     anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:])).to(device)
     labels, box_targets = build_targets(anchors, [{k: v.to(device) for k, v in t.items()}
                                                   for t in batch["targets"]], convention=spec.boxes)
-    lc = cfg["loss"]
-    losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=lc["focal_alpha"],
-                              gamma=lc["focal_gamma"], beta=lc["smooth_l1_beta"])
+    losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=loss.focal_alpha,
+                              gamma=loss.focal_gamma, beta=loss.smooth_l1_beta)
     stats = {}
     probs, mask, normalizer = teacher_targets(batch, images, spec, device, teacher=teacher,
-                                              power=cfg["distill"]["normalizer_power"])
+                                              power=distill.normalizer_power)
     if dist.enabled:  # detection_losses normalised by this process's max(#foreground, 1)
         local_fg = float((labels >= 0).sum())
         num_fg, normalizer = _global_sums([local_fg, normalizer], device)
@@ -189,16 +189,15 @@ def step_losses(model, spec: ModelSpec, batch: dict, cfg: dict, device, *, teach
         losses = {k: v * share for k, v in losses.items()}
     if probs is None:
         return losses, stats
-    d = cfg["distill"]
     adl_labels = torch.where(mask, labels, torch.full_like(labels, IGNORE))
     normalizer = max(normalizer, 1.0)
-    losses["loss_adl"] = d["weight"] * dist.world_size * adaptive_distillation_loss(
-        cls_logits, probs, adl_labels, normalizer, alpha=d["alpha"], gamma=d["gamma"],
-        beta=d["beta"], temperature=d["temperature"])
+    losses["loss_adl"] = distill.weight * dist.world_size * adaptive_distillation_loss(
+        cls_logits, probs, adl_labels, normalizer, alpha=distill.alpha, gamma=distill.gamma,
+        beta=distill.beta, temperature=distill.temperature)
     if with_stats:
         stats = {"adl_normalizer": normalizer,
                  "mean_adw": mean_adaptive_weight(cls_logits.detach(), probs, adl_labels,
-                                                  gamma=d["gamma"], beta=d["beta"])}
+                                                  gamma=distill.gamma, beta=distill.beta)}
     return losses, stats
 
 
@@ -280,26 +279,6 @@ def _categories(cfg: dict, shard_dirs: dict) -> list[dict]:
     return read_coco_json(cfg["data"]["train_annotations"])["categories"]
 
 
-def source_names(cfg: dict, shard_dirs: dict, *, distill: bool) -> dict:
-    """{source name: where its batches come from} for the labeled and pseudo-labeled sets."""
-    if any(shard_dirs.values()):
-        return {name: ("shards", d) for name, d in shard_dirs.items() if d}
-    data = cfg["data"]
-    sources = {LABELED: ("coco", data["train_annotations"], data["train_images"])}
-    if distill and data["pseudo_annotations"]:
-        sources[PSEUDO] = ("coco", data["pseudo_annotations"], data["pseudo_images"])
-    return sources
-
-
-def open_stream(name, source, spec, cfg, dist, *, start_batch: int):
-    if source[0] == "shards":
-        from sadpipe.engine.shard_stream import shard_stream
-        return shard_stream(source[1], spec, cfg, dist, start_batch=start_batch,
-                            seed_offset=0 if name == LABELED else 1)
-    return streams.coco_stream(source[1], source[2], spec, cfg, dist, start_batch=start_batch,
-                               seed_offset=0 if name == LABELED else 1)
-
-
 def _check_cached_teacher(shard_dir, manifest: dict, teacher) -> None:
     cached = manifest["header"]["teacher"]["sha256"]
     if file_sha256(teacher) != cached:
@@ -336,24 +315,25 @@ def _resume(run: RunDir, model, optimizer) -> tuple[int, float]:
 
 
 def run_provenance(cfg: dict, sources: dict, *, command: str, iterations: int, wall_time: float,
-                   dist: DistInfo, teacher=None) -> dict:
+                   dist: DistInfo, teacher_path=None) -> dict:
     """How a trained model was made (stored in ``model_final.pt`` beside its ``config``): the
     command, iterations, wall time (summed over resumes), the data of each batch source, the
-    files the weights started from, and the live teacher (``teacher``) if any, with their
+    files the weights started from, and the live teacher (``teacher_path``) if any, with their
     sha256 (a cache's teacher is recorded in its manifest)."""
     data = {}
     for name, source in sources.items():
-        if source[0] == "coco":
-            data[name] = dataset_provenance(source[1])
+        if isinstance(source, ShardSource):
+            data[name] = {"shards": str(source.shard_dir),
+                          "manifest_sha256": file_sha256(source.shard_dir / "manifest.json")}
         else:
-            data[name] = {"shards": str(source[1]), "manifest_sha256": file_sha256(
-                f"{source[1]}/manifest.json")}
+            data[name] = dataset_provenance(source.annotations)
     started_from = {key: {"path": str(cfg["model"][key]), "sha256": file_sha256(cfg["model"][key])}
                     for key in ("body_weights", "init") if cfg["model"][key]}
     return {"command": command, "iterations": iterations, "wall_time_s": round(wall_time, 1),
             "images_per_s": round(iterations * cfg["solver"]["images_per_batch"] / max(wall_time, 1e-9), 2),
             "data": data, "started_from": started_from,
-            **({"teacher": {"path": str(teacher), "sha256": file_sha256(teacher)}} if teacher else {}),
+            **({"teacher": {"path": str(teacher_path), "sha256": file_sha256(teacher_path)}}
+               if teacher_path else {}),
             "processes": dist.world_size,
             "threads": torch.get_num_threads(), "torch_version": str(torch.__version__)}
 

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from sadpipe.config import load_config
 from sadpipe.engine import trainer
 from sadpipe.engine.distributed import DistInfo
+from sadpipe.engine.settings import DistillSettings, LossSettings
 from sadpipe.engine.trainer import model_spec_from_config, step_losses
 from tests.sadpipe.conftest import CATEGORIES
 
@@ -71,7 +72,8 @@ def _gradient(batch, info=DistInfo()):
     cfg = _cfg()
     spec = model_spec_from_config(cfg, CATEGORIES)
     model = spec.build()
-    losses, _ = step_losses(model, spec, batch, cfg, "cpu", dist=info)
+    losses, _ = step_losses(model, spec, batch, "cpu", loss=LossSettings.from_config(cfg),
+                            distill=DistillSettings.from_config(cfg), dist=info)
     sum(losses.values()).backward()
     grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
     flat = torch.cat(grads)

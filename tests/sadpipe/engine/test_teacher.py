@@ -19,8 +19,9 @@ from sadpipe.config import load_config
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.loader import BatchSchedule, TrainDataset
 from sadpipe.engine.distributed import DistInfo
+from sadpipe.engine.streams import LABELED, ShardSource, open_stream, training_sources
 from sadpipe.engine.teacher import Teacher
-from sadpipe.engine.trainer import LABELED, model_spec_from_config, open_stream, source_names, teacher_targets
+from sadpipe.engine.trainer import model_spec_from_config, teacher_targets
 from sadpipe.modeling.distill import adaptive_distillation_loss
 from sadpipe.modeling.targets import IGNORE, build_targets
 from tests.sadpipe.conftest import CATEGORIES, write_tiny_coco
@@ -75,7 +76,7 @@ def _first_batch(world):
     cfg = load_config(world["config"])
     manifest = shards.read_manifest(world["shards"])
     spec = model_spec_from_config(cfg, manifest["header"]["categories"])
-    sources = source_names(cfg, {LABELED: world["shards"]}, distill=True)
+    sources = training_sources(cfg["data"], {LABELED: world["shards"]}, distill=True)
     batch = next(open_stream(LABELED, sources[LABELED], spec, cfg, DistInfo(), start_batch=0))
     return cfg, spec, batch
 
@@ -136,7 +137,7 @@ def test_shard_batches_mix_the_set_like_the_coco_stream(tmp_path):
                              "model.arch=toy_student", "model.anchor_size_factor=1.0",
                              "solver.images_per_batch=4", "train.device=cpu"))
     spec = model_spec_from_config(cfg, manifest["header"]["categories"])
-    stream = open_stream(LABELED, ("shards", out), spec, cfg, DistInfo(), start_batch=0)
+    stream = open_stream(LABELED, ShardSource(out), spec, cfg, DistInfo(), start_batch=0)
     shard_batches = [next(stream)["image_ids"] for _ in range(18)]       # 3 epochs
     coco = [[i + 1 for i, _ in b] for b, _ in zip(BatchSchedule(24, 4, seed=0), range(18))]
 
