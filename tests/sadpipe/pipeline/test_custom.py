@@ -143,9 +143,12 @@ def test_custom_pipeline_end_to_end(dataset, tmp_path):
     for role, stage, title in (("teacher", "eval_teacher", "teacher"),
                                ("baseline", "eval_student", "baseline student"),
                                ("distilled", "eval_student_sad", "distilled student (SAD)")):
-        metrics = json.loads((workdir / "eval" / stage[5:] / "metrics.json").read_text())["bbox"]
+        eval_metrics = json.loads((workdir / "eval" / stage[5:] / "metrics.json").read_text())
+        metrics = eval_metrics["bbox"]
         row = report["models"][role]
-        assert row == {"model": row["model"], "stage": stage, **{k: metrics[k] for k in STATS}}
+        assert row == {"model": row["model"], "stage": stage, **{k: metrics[k] for k in STATS},
+                       "images_per_s": eval_metrics["inference"]["images_per_s"]}
+        assert row["images_per_s"] > 0   # the model's own inference speed (sadpipe eval)
         assert f"| {row['model']} | {title} | " in markdown
     assert "| Student model | Baseline mAP | Teacher model | Baseline mAP | " \
            "Student mAP after distillation |" in markdown

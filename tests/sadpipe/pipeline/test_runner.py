@@ -40,11 +40,14 @@ def test_first_run_outputs_state_logs_and_report(completed):
     assert "COCO box metrics" in (workdir / "logs" / "eval.log").read_text()
 
     report = json.loads((workdir / "report.json").read_text())
-    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())["bbox"]
+    eval_metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    metrics = eval_metrics["bbox"]
+    speed = eval_metrics.get("inference", {}).get("images_per_s")
     for role, name in (("teacher", "tiny A"), ("baseline", "tiny B"), ("distilled", "tiny C")):
         assert report["models"][role] == {"model": name, "stage": "eval",
                                           **{k: metrics[k] for k in
-                                             ("AP", "AP50", "AP75", "APs", "APm", "APl")}}
+                                             ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+                                          "images_per_s": speed}
     assert report["main_results"]["student_distilled_AP"] == metrics["AP"]
     assert [(r["name"], r["wall_s"]) for r in report["stages"]] == \
         [(name, state[name]["wall_s"]) for name in STAGES]
