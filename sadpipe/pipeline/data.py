@@ -23,6 +23,7 @@ from pathlib import Path
 from sadpipe.data.toy import annotation_path, image_dir
 from sadpipe.pipeline.references import BadReference, substitute
 from sadpipe.pipeline.stage import Stage
+from sadpipe.validation import is_int
 from sadpipe.zoo import ZOO_DIR
 
 DATA_STAGE = "data"
@@ -79,7 +80,7 @@ def data_values(settings: dict) -> dict[str, object]:
 def _check_types(settings: dict) -> None:
     for key, value in settings.items():
         if key in TOY_COUNTS:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_int(value) or value < 0:
                 raise DataError(f"data.{key}: must be an integer >= 0, got {value!r}")
         elif not isinstance(value, str):
             raise DataError(f"data.{key}: must be a string (a path), got {value!r}")
