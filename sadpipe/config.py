@@ -8,8 +8,15 @@ from __future__ import annotations
 import copy
 import tomllib
 
-from cuda_ops.constants import ADL_ALPHA, ADL_BETA, ADL_GAMMA, FOCAL_ALPHA, FOCAL_GAMMA, NORMALIZER_POWER
-from sadpipe.defaults import SMOOTH_L1_BETA
+from cuda_ops.constants import (
+    ADL_ALPHA,
+    ADL_BETA,
+    ADL_GAMMA,
+    FOCAL_ALPHA,
+    FOCAL_GAMMA,
+    NORMALIZER_POWER,
+    SMOOTH_L1_BETA,
+)
 from sadpipe.errors import UserError
 from sadpipe.fileio import load_toml_file
 from sadpipe.validation import is_int, is_number, passes, show_value

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from sadpipe.defaults import FAINT_FLOOR, PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
+from cuda_ops.constants import FAINT_FLOOR, PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
 
 HELP = f"""Run a teacher checkpoint on unlabeled images and keep its confident boxes as
 labels: the pseudo-labeled set that `sadpipe train` distils a student on.

@@ -33,10 +33,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cuda_ops.constants import PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
 from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import as_dicts
 from sadpipe.data.coco import ImageError, open_image, read_coco_json
-from sadpipe.defaults import PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
 from sadpipe.engine.distributed import init_distributed, resolve_device
 from sadpipe.engine.inference import Predictor, to_coco_results
 from sadpipe.engine.progress import Progress

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cuda_ops.constants import FAINT_FLOOR
 from sadpipe.data.categories import class_index_of
 from sadpipe.data.coco import CocoDataset, ImageError
-from sadpipe.defaults import FAINT_FLOOR
 from sadpipe.evaluation.draw import choose_images, draw_boxes, picture_name, write_pictures, xywh_to_xyxy
 
 DRAWINGS_DIR = "drawings"

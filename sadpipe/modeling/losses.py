@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import cuda_ops
-from cuda_ops.constants import FOCAL_ALPHA, FOCAL_GAMMA
-from sadpipe.defaults import SMOOTH_L1_BETA
+from cuda_ops.constants import FOCAL_ALPHA, FOCAL_GAMMA, SMOOTH_L1_BETA
 
 
 def detection_losses(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,

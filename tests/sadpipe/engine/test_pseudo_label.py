@@ -129,7 +129,7 @@ def test_command_defaults_are_the_engines():
 
 
 def test_command_module_loads_no_torch():
-    """The command's defaults come from sadpipe.defaults, which `--help` reads without torch."""
+    """The command's defaults come from cuda_ops.constants, which `--help` reads without torch."""
     check = ("import sys, sadpipe.commands.pseudo_label, sadpipe.config; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
