@@ -1,0 +1,135 @@
+"""The deployable ImageNet bodies (ResNet-18/34, MobileNetV3-Large, RegNetX-800MF): built from
+torchvision's classification models, their ImageNet weights loaded through torchvision's own
+path (weight enum, hub cache) from a state dict this test puts where that cache looks, every
+tensor of it landing in the body, and the body computing what torchvision's model computes."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from sadpipe.modeling.anchors import AnchorLayout
+from sadpipe.modeling.backbones import ARCHS, imagenet_weights
+from sadpipe.modeling.retinanet import RetinaNet
+
+pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
+
+STUDENT_ARCHS = ("resnet18", "resnet34", "mobilenet_v3_large", "regnet_x_800mf")
+CLASSIFIERS = ("fc.", "classifier.")          # torchvision's ImageNet heads: not in a detector
+# The feature extractor of torchvision's model: everything before its pooling and classifier.
+REFERENCE_TRUNKS = {
+    "resnet": lambda m: nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3,
+                                      m.layer4),
+    "mobilenet": lambda m: m.features,
+    "regnet_imagenet": lambda m: nn.Sequential(m.stem, m.trunk_output),
+}
+FROZEN_BLOCKS = {   # the stem and the stride-4 stage, by torchvision's parameter names
+    "resnet": ("conv1.", "layer1."),
+    "mobilenet": ("features.0.", "features.1.", "features.2.", "features.3."),
+    "regnet_imagenet": ("stem.", "trunk_output.block1."),
+}
+
+
+def fake_imagenet_state(name: str, seed: int) -> dict:
+    """torchvision's model ``name`` with every tensor made distinct (random), batch norm with
+    small running variances, so that a wrong eps would show: what a weight file holds."""
+    generator = torch.Generator().manual_seed(seed)
+    model = torchvision.models.get_model(name, weights=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_var.copy_(0.001 + 0.002 * torch.rand(module.running_var.shape, generator=generator))
+                module.running_mean.normal_(0.0, 0.1, generator=generator)
+                module.weight.copy_(module.running_var.sqrt()
+                                    * (0.5 + torch.rand(module.weight.shape, generator=generator)))
+                module.bias.normal_(0.0, 0.1, generator=generator)
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.add_(0.01 * torch.randn(module.weight.shape, generator=generator))
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.01, generator=generator)
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A TORCH_HOME whose hub cache holds a fake ImageNet file for each student body, under
+    the file name of the weight enum torchvision downloads."""
+    home = tmp_path_factory.mktemp("torch_home")
+    cache = home / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for seed, arch in enumerate(STUDENT_ARCHS):
+        name = ARCHS[arch].body
+        torch.save(fake_imagenet_state(name, seed), cache / Path(imagenet_weights(name).url).name)
+    return home
+
+
+@pytest.fixture
+def offline_cache(torch_home, monkeypatch):
+    """The fake cache in place; any download attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return torch_home / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize("arch", STUDENT_ARCHS)
+def test_imagenet_weights_land_in_the_body(arch, offline_cache):
+    spec = ARCHS[arch]
+    path = offline_cache / Path(imagenet_weights(spec.body).url).name
+    stored = {k: v for k, v in torch.load(path, weights_only=True).items()
+              if not k.startswith(CLASSIFIERS) and not k.endswith("num_batches_tracked")}
+    model = RetinaNet(arch, 3, AnchorLayout(), pretrained=True)
+    body = model.backbone.body.state_dict()
+    # every tensor of the file is in the body and every body tensor came from the file
+    # (all are distinct random values, so a match by value is a match by identity)
+    assert len(body) == len(stored)
+    unmatched = [k for k, v in stored.items()
+                 if not any(b.shape == v.shape and torch.equal(b, v) for b in body.values())]
+    assert unmatched == []
+
+    reference = torchvision.models.get_model(spec.body, weights=None)
+    reference.load_state_dict(torch.load(path, weights_only=True))
+    trunk = REFERENCE_TRUNKS[spec.family](reference).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        want = trunk(x)
+        got = model.backbone.body(x)["2"]   # C5, the FPN's last input
+    assert got.shape == want.shape
+    assert float((got - want).norm() / want.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("arch", STUDENT_ARCHS)
+def test_stem_and_stride_4_stage_are_frozen(arch):
+    """As the paper bodies (torchvision's trainable_layers=3): frozen BN everywhere, the
+    stem's and the stride-4 stage's convolutions not trained."""
+    spec = ARCHS[arch]
+    model = RetinaNet(arch, 3, AnchorLayout())
+    body = model.backbone.body
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    reference = torchvision.models.get_model(spec.body, weights=None)
+    convs = [f"{name}.{kind}" for name, m in reference.named_modules() if isinstance(m, nn.Conv2d)
+             for kind, _ in m.named_parameters()]
+    ours = [(n, p.requires_grad) for n, p in body.named_parameters()]   # frozen BN: buffers only
+    reference_names = [n for n, _ in reference.named_parameters() if n in convs]
+    assert len(ours) == len(reference_names)   # the same convolutions, in torchvision's order
+    assert [p.shape for _, p in body.named_parameters()] == \
+        [p.shape for n, p in reference.named_parameters() if n in convs]
+    frozen = [name.startswith(FROZEN_BLOCKS[spec.family]) for name in reference_names]
+    assert [not trainable for _, trainable in ours] == frozen
+    assert 0 < sum(frozen) < len(frozen)
+
+
+@pytest.mark.parametrize("arch", STUDENT_ARCHS)
+def test_levels_p3_to_p7(arch):
+    model = RetinaNet(arch, 3, AnchorLayout())
+    layout = model.anchor_layout
+    with torch.no_grad():
+        cls_logits, box_deltas = model(torch.randn(1, 3, 128, 192))
+    strides = (8, 16, 32, 64, 128)          # P3..P7: ceil(side / stride) cells each
+    anchors = sum(-(-128 // s) * -(-192 // s) for s in strides) * layout.num_anchors
+    assert cls_logits.shape == (1, anchors, 3) and box_deltas.shape == (1, anchors, 4)
