@@ -48,7 +48,7 @@ def check_pr_curve(pr, where) -> None:
 def plot_pr_curve(pr: dict, path) -> None:
     """One model: one curve per IoU threshold, labelled with its AP, saved as PNG."""
     check_pr_curve(pr, "PR curve")
-    fig, axes = _figure(1, width=7)
+    fig, axes = new_figure(1, width=7)
     count = len(pr["iou_thresholds"])
     for t, (iou, precision) in enumerate(zip(pr["iou_thresholds"], pr["precision"])):
         color = colormaps["viridis"](t / max(count - 1, 1))
@@ -56,7 +56,7 @@ def plot_pr_curve(pr: dict, path) -> None:
                      label=f"IoU {iou:.2f}  AP {100 * _mean(precision):.1f}")
     _decorate(axes[0], f"area {pr.get('area', 'all')}, {pr.get('max_dets', 100)} detections/image")
     axes[0].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pr_curves(curves: dict[str, dict], path) -> None:
@@ -71,14 +71,14 @@ def plot_pr_curves(curves: dict[str, dict], path) -> None:
         raise UserError("plot_pr_curves: no curves given")
     for name, pr in curves.items():
         check_pr_curve(pr, name)
-    fig, axes = _figure(len(COMPARISON_PANELS))
+    fig, axes = new_figure(len(COMPARISON_PANELS))
     for ax, (title, iou) in zip(axes, COMPARISON_PANELS):
         for name, pr in curves.items():
             precision = _panel_precision(pr, iou, name)
             ax.plot(pr["recall"], precision, label=f"{name}  AP {100 * _mean(precision):.1f}")
         _decorate(ax, title)
         ax.legend(fontsize="small", loc="lower left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _panel_precision(pr: dict, iou: float | None, name: str) -> list[float]:
@@ -95,7 +95,8 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def _figure(panels: int, width: float = 5.0):
+def new_figure(panels: int, width: float = 5.0):
+    """A figure of ``panels`` axes side by side (no display needed): (figure, axes)."""
     fig = Figure(figsize=(width * panels, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(1, panels, squeeze=False)[0]
@@ -110,6 +111,7 @@ def _decorate(ax, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig: Figure, path) -> None:
+def save_figure(fig: Figure, path) -> None:
+    """The figure as a PNG at ``path``, written atomically."""
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
