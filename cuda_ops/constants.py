@@ -30,3 +30,10 @@ SMOOTH_L1_BETA = 0.11
 PSEUDO_LABEL_SCORE_THRESH = 0.5  # teacher boxes scoring at least this become pseudo-labels
 PSEUDO_LABEL_BATCH_SIZE = 4      # images per teacher forward pass
 FAINT_FLOOR = 0.1                # --draw pictures: weakest teacher box drawn (faint)
+
+# Numeric precision of a network's forward pass (sadpipe/engine/precision.py): --precision
+# and distill.teacher_precision for teachers and evaluated models, solver.amp for training.
+FP32 = "fp32"
+PRECISIONS = (FP32, "bf16", "fp16")   # fp32, or autocast to bfloat16 / float16
+AMP_OFF = "off"
+AMP_MODES = (AMP_OFF, "bf16", "fp16")

@@ -12,8 +12,10 @@ from cuda_ops.constants import (
     ADL_ALPHA,
     ADL_BETA,
     ADL_GAMMA,
+    AMP_OFF,
     FOCAL_ALPHA,
     FOCAL_GAMMA,
+    FP32,
     NORMALIZER_POWER,
     SMOOTH_L1_BETA,
 )
@@ -70,6 +72,7 @@ DEFAULTS: dict = {
         "steps": [180000, 240000],
         "gamma": 0.1,
         "clip_grad_norm": 0.0,        # 0 disables
+        "amp": AMP_OFF,               # mixed precision of the student: off | bf16 | fp16 (+ loss scaling)
     },
     "loss": {
         "focal_alpha": FOCAL_ALPHA,
@@ -84,6 +87,8 @@ DEFAULTS: dict = {
         "temperature": 1.0,           # softens teacher and student logits by 1/T (off at 1)
         "weight": 1.0,                # ADL weight in the total loss
         "pattern": ["labeled", "pseudo"],  # batch sources, cycled: the alternation ratio
+        "teacher_precision": FP32,    # the teacher's: the live one runs at it, a cache must be made
+                                      # at it (fp32 | bf16 | fp16; cache-logits --precision)
     },
     "train": {
         "seed": 0,

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from cuda_ops.constants import FP32, PRECISIONS
 from sadpipe.errors import UserError
 
 
@@ -34,10 +35,14 @@ from sadpipe.errors import UserError
               help="Seed of the order images are stored in: shuffled, so that every shard "
                    "(and every batch training reads from one) mixes the whole set.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=FP32, show_default=True,
+              help="The teacher network's precision: fp32, or autocast to bf16 / fp16. Recorded "
+                   "in the shards' header; training takes the cache only with the same "
+                   "distill.teacher_precision (README, Mixed precision).")
 @click.option("--overwrite", is_flag=True,
               help="Replace shards in --out that were made by another teacher or settings.")
 def command(teacher_path, annotations, images_dir, out_dir, views, student_config, min_size,
-            max_size, shard_size, batch_size, shuffle_seed, device, overwrite):
+            max_size, shard_size, batch_size, shuffle_seed, device, precision, overwrite):
     """Cache the teacher's dense class scores for every view of every image.
 
     The teacher runs on each view exactly as the student will see it during training (same
@@ -71,7 +76,7 @@ def command(teacher_path, annotations, images_dir, out_dir, views, student_confi
     dist = init_distributed(device)
     progress = Progress("cache-logits", unit="img", enabled=dist.is_main)  # started by cache_logits
     manifest = cache_logits(teacher_path, annotations, images_dir, out_dir, settings=settings,
-                            dist=dist, device=device, overwrite=overwrite,
+                            dist=dist, device=device, precision=precision, overwrite=overwrite,
                             command=shlex.join(["sadpipe", *sys.argv[1:]]), progress=progress)
     progress.close()
     if manifest is not None:

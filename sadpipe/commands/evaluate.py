@@ -5,12 +5,13 @@ from pathlib import Path
 
 import click
 
+from cuda_ops.constants import FP32, PRECISIONS
 from sadpipe.data.coco import CocoDataset
 from sadpipe.errors import UserError
 from sadpipe.fileio import write_json
 
 # Options that only mean something when a checkpoint is run.
-INFERENCE_OPTIONS = ("batch_size", "device")
+INFERENCE_OPTIONS = ("batch_size", "device", "precision")
 # Options that only mean something with --draw N > 0.
 DRAW_OPTIONS = ("draw_score", "draw_seed")
 DETECTIONS_FILE = "detections.json"
@@ -34,6 +35,9 @@ DRAW_SCORE = 0.3
               help="Images per inference batch (with --checkpoint only).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
               show_default=True, help="Where inference runs (with --checkpoint only).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=FP32, show_default=True,
+              help="The network's precision: fp32, or autocast to bf16 / fp16 (with "
+                   "--checkpoint only; README, Mixed precision).")
 @click.option("--draw", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="N",
               help="Also draw N of the images: the detections (those scoring at least "
@@ -47,7 +51,7 @@ DRAW_SCORE = 0.3
 @click.option("--quiet", is_flag=True, help="Do not print progress or the metrics table.")
 @click.pass_context
 def command(ctx, checkpoint, detections, annotations, images, out, batch_size, device,
-            draw, draw_score, draw_seed, quiet):
+            precision, draw, draw_score, draw_seed, quiet):
     """Measure a detector's COCO box mAP (pycocotools) on a labeled image set.
 
     Give exactly one of --checkpoint (run the model, then evaluate) or --detections
@@ -86,7 +90,7 @@ def command(ctx, checkpoint, detections, annotations, images, out, batch_size, d
     check_out_dir(out)
     timing = {}
     dataset, results = _detect(checkpoint, annotations, images, batch_size=batch_size,
-                               device=device, progress=not quiet, timing=timing)
+                               device=device, precision=precision, progress=not quiet, timing=timing)
     results_path = out / DETECTIONS_FILE
     write_json(results_path, results, indent=None)
     evaluate_detections(annotations, results, out, quiet=quiet, source=str(results_path),

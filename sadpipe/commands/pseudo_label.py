@@ -5,7 +5,13 @@ from pathlib import Path
 
 import click
 
-from cuda_ops.constants import FAINT_FLOOR, PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
+from cuda_ops.constants import (
+    FAINT_FLOOR,
+    FP32,
+    PRECISIONS,
+    PSEUDO_LABEL_BATCH_SIZE,
+    PSEUDO_LABEL_SCORE_THRESH,
+)
 
 HELP = f"""Run a teacher checkpoint on unlabeled images and keep its confident boxes as
 labels: the pseudo-labeled set that `sadpipe train` distils a student on.
@@ -17,8 +23,8 @@ Writes --out, a COCO dataset-format json that `sadpipe train` and `cache-logits`
   annotations  id, image_id, category_id, bbox [x, y, w, h] in original pixels,
                area, iscrowd 0, and the teacher's score
   categories   the teacher checkpoint's
-  info         images_root, score_thresh, teacher_sha256, unlabeled_id_offset,
-               images left out and images skipped
+  info         images_root, score_thresh, teacher_sha256, teacher_precision,
+               unlabeled_id_offset, images left out and images skipped
 The file appears only when complete; an interrupted run leaves nothing, and running the
 same command again starts over. The same inputs give byte-identical output.
 
@@ -81,6 +87,9 @@ splits the images across processes; the output is the same as with one process.
               show_default=True, help="Images per teacher forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where the teacher runs (auto: cuda when available).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=FP32, show_default=True,
+              help="The teacher network's precision: fp32, or autocast to bf16 / fp16 (faster "
+                   "on tensor-core GPUs; README, Mixed precision).")
 @click.option("--draw", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="N",
               help="Also draw N unlabeled images with the teacher's boxes (kept ones solid, "
@@ -91,7 +100,7 @@ splits the images across processes; the output is the same as with one process.
 @click.option("--quiet", is_flag=True, help="Print no progress and no summary.")
 @click.pass_context
 def command(ctx, teacher, images_dir, image_info, out, score_thresh, merge_with,
-            merge_images, batch_size, device, draw, draw_seed, quiet):
+            merge_images, batch_size, device, precision, draw, draw_seed, quiet):
     if (merge_with is None) != (merge_images is None):
         raise click.UsageError("--merge-with and --merge-images go together", ctx=ctx)
     if not draw and (ctx.get_parameter_source("draw_seed")
@@ -102,14 +111,14 @@ def command(ctx, teacher, images_dir, image_info, out, score_thresh, merge_with,
     summary = pseudo_label(teacher, images_dir, out, image_info=image_info,
                            merge_with=merge_with, merge_images=merge_images,
                            score_thresh=score_thresh, batch_size=batch_size, device=device,
-                           progress=not quiet)
+                           precision=precision, progress=not quiet)
     if summary is None:   # not rank 0 of several processes
         return
     if not quiet:
         _print_summary(summary, score_thresh, merge_with)
     if draw:
         _draw(teacher, images_dir, image_info, out, summary, count=draw, seed=draw_seed,
-              score_thresh=score_thresh, device=device, quiet=quiet)
+              score_thresh=score_thresh, device=device, precision=precision, quiet=quiet)
 
 
 def _draw(teacher, images_dir, image_info, out, summary: dict, *, quiet: bool,

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 import shards
+from cuda_ops.constants import FP32
 from sadpipe.config import load_config
 from sadpipe.data.categories import as_dicts, same_ids
 from sadpipe.data.coco import CocoDataset, ImageError
@@ -72,9 +73,11 @@ def view_preprocessing(teacher: Teacher, s: CacheSettings) -> Preprocessing:
 
 def cache_header(teacher: Teacher, teacher_path, prep: Preprocessing, s: CacheSettings,
                  annotations) -> dict:
-    """What the shards were made from; training checks its own settings against this."""
+    """What the shards were made from; training checks its own settings against this (the
+    teacher's precision against ``distill.teacher_precision``)."""
     spec = teacher.spec
-    return {"teacher": {"sha256": file_sha256(teacher_path), "arch": spec.arch},
+    return {"teacher": {"sha256": file_sha256(teacher_path), "arch": spec.arch,
+                        "precision": teacher.precision},
             "categories": as_dicts(spec.categories),
             "anchor_layout": spec.anchor_layout.to_dict(),
             "preprocessing": prep.to_dict(),
@@ -89,9 +92,10 @@ def sample_key(image_id: int) -> str:
 
 
 def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: CacheSettings,
-                 dist: DistInfo, device: str = "cpu", overwrite: bool = False,
+                 dist: DistInfo, device: str = "cpu", precision: str = FP32, overwrite: bool = False,
                  command: str = "", progress=None) -> dict | None:
-    """Write this rank's shards; rank 0 merges the manifest. Returns the manifest (rank 0)."""
+    """Write this rank's shards; rank 0 merges the manifest. Returns the manifest (rank 0).
+    ``precision``: the teacher network's (:mod:`sadpipe.engine.precision`), in the header."""
     for view in settings.views:
         if view not in VIEW_FLIPS:
             raise UserError(f"--views: unknown view '{view}' (known: {', '.join(VIEW_FLIPS)})")
@@ -99,7 +103,7 @@ def cache_logits(teacher_path, annotations, images_dir, out_dir, *, settings: Ca
         raise UserError(f"--views: expected distinct views among {', '.join(VIEW_FLIPS)}, got "
                         f"'{','.join(settings.views)}'")
     dataset = CocoDataset(annotations, images_dir)
-    teacher = Teacher(teacher_path, device=device)
+    teacher = Teacher(teacher_path, device=device, precision=precision)
     if not same_ids(teacher.spec.category_ids, dataset.category_ids):
         raise UserError(f"{annotations}: categories (ids {dataset.category_ids[:8]}) differ from "
                         f"the teacher's (ids {teacher.spec.category_ids[:8]})")

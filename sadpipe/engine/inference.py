@@ -7,10 +7,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cuda_ops.constants import FP32
 from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import same_ids
 from sadpipe.data.coco import CocoDataset
 from sadpipe.data.transforms import make_recipe, make_view, pad_batch, untransform_boxes
+from sadpipe.engine.precision import autocast
 from sadpipe.errors import UserError
 from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.postprocess import postprocess
@@ -23,10 +25,12 @@ class Predictor:
 
     A call is three steps, which ``python -m sadpipe.bench.inference`` times apart:
     :meth:`prepare` (resize, normalise, pad), :meth:`forward` (the network) and
-    :meth:`detections` (decode, clip, NMS)."""
+    :meth:`detections` (decode, clip, NMS). ``precision`` (fp32 | bf16 | fp16) is the network's
+    (:mod:`sadpipe.engine.precision`); decoding and NMS run on its outputs in float32."""
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu"):
-        self.model, self.spec, self.device = model.eval(), spec, device
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu",
+                 precision: str = FP32):
+        self.model, self.spec, self.device, self.precision = model.eval(), spec, device, precision
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}   # padded (H, W) -> (HWA, 4)
 
     @torch.no_grad()
@@ -46,8 +50,10 @@ class Predictor:
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cls_logits (N, HWA, C) and box_deltas (N, HWA, 4) of a padded batch."""
-        return self.model(batch)
+        """cls_logits (N, HWA, C) and box_deltas (N, HWA, 4), float32, of a padded batch."""
+        with autocast(self.device, self.precision):
+            cls_logits, box_deltas = self.model(batch)
+        return cls_logits.float(), box_deltas.float()
 
     @torch.no_grad()
     def detections(self, outputs: tuple[torch.Tensor, torch.Tensor], recipes: list[dict],
@@ -101,16 +107,17 @@ def check_categories(spec: ModelSpec, dataset: CocoDataset, checkpoint_path) -> 
 
 
 def detect_dataset(checkpoint_path, dataset: CocoDataset, *, batch_size: int = 4,
-                   device: str = "cpu", progress: bool = True,
+                   device: str = "cpu", precision: str = FP32, progress: bool = True,
                    timing: dict | None = None) -> list[dict]:
-    """Detections (COCO results) of a checkpoint on every image of a dataset.
+    """Detections (COCO results) of a checkpoint, its network at ``precision``, on every image
+    of a dataset.
 
     ``timing``: a dict that receives ``{"images", "seconds", "images_per_s"}`` of the
     predictor alone (network and post-processing: no model loading, image reading or
     COCOeval), what ``sadpipe eval`` reports as the model's inference speed."""
     model, spec = load_model(checkpoint_path, device=device)
     check_categories(spec, dataset, checkpoint_path)
-    predictor = Predictor(model, spec, device=device)
+    predictor = Predictor(model, spec, device=device, precision=precision)
     results = []
     records = dataset.records
     starts = range(0, len(records), batch_size)
@@ -126,5 +133,5 @@ def detect_dataset(checkpoint_path, dataset: CocoDataset, *, batch_size: int = 4
                                        convention=spec.boxes)
     if timing is not None:
         timing.update(images=len(records), seconds=round(seconds, 6),
-                      images_per_s=round(len(records) / max(seconds, 1e-9), 1))
+                      images_per_s=round(len(records) / max(seconds, 1e-9), 1), precision=precision)
     return results

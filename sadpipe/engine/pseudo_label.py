@@ -11,7 +11,8 @@ The output is what later stages read with ``CocoDataset(PSEUDO.json, IMAGES_ROOT
   fields and ids and gets ``score: 1.0`` (a file has a score on every annotation or on none).
 - ``categories``: the teacher checkpoint's.
 - ``info``: the images root every ``file_name`` is relative to, the threshold, the teacher's
-  sha256, the id offset of the unlabeled images, and the images left out or skipped.
+  sha256 and the precision it ran at, the id offset of the unlabeled images, and the images
+  left out or skipped.
 
 Ids: labeled images and annotations keep theirs. Unlabeled image ids (1..N in file order when
 listed from a folder, the image-info file's otherwise) are shifted by one constant,
@@ -33,7 +34,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cuda_ops.constants import PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
+from cuda_ops.constants import FP32, PSEUDO_LABEL_BATCH_SIZE, PSEUDO_LABEL_SCORE_THRESH
 from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import as_dicts
 from sadpipe.data.coco import ImageError, open_image, read_coco_json
@@ -311,7 +312,7 @@ def _labeled_entries(labeled: LabeledSet | None, names: OutputNames) -> tuple[li
 def pseudo_label(teacher, images_dir, out, *, image_info=None, merge_with=None,
                  merge_images=None, score_thresh: float = PSEUDO_LABEL_SCORE_THRESH,
                  batch_size: int = PSEUDO_LABEL_BATCH_SIZE, device: str = "auto",
-                 progress: bool = True) -> dict | None:
+                 precision: str = FP32, progress: bool = True) -> dict | None:
     """Label the images of ``images_dir`` with ``teacher`` and write ``out`` atomically.
 
     Args:
@@ -324,6 +325,7 @@ def pseudo_label(teacher, images_dir, out, *, image_info=None, merge_with=None,
         score_thresh: teacher boxes with a lower score are dropped.
         batch_size: images per forward pass.
         device: "auto", "cpu" or "cuda".
+        precision: the teacher network's, fp32, bf16 or fp16 (:mod:`sadpipe.engine.precision`).
         progress: show progress (rank 0 only).
 
     Returns the summary on rank 0 ({"out", "images", "kept", "empty", "boxes", "skipped",
@@ -342,14 +344,15 @@ def pseudo_label(teacher, images_dir, out, *, image_info=None, merge_with=None,
     names = plan_output_names(images_dir, items, labeled)
 
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    part = label_batches(Predictor(model, spec, device=device), images_dir,
+    part = label_batches(Predictor(model, spec, device=device, precision=precision), images_dir,
                          split_for_rank(batches, dist.rank, dist.world_size),
                          score_thresh=score_thresh, progress=progress and dist.is_main)
     parts = gather_json_parts(out, dist, part)
     if parts is None:
         return None
     info = {"description": "sadpipe pseudo-labels", "teacher_sha256": file_sha256(teacher),
-            "score_thresh": score_thresh, "unlabeled_images": len(items)}
+            "teacher_precision": precision, "score_thresh": score_thresh,
+            "unlabeled_images": len(items)}
     if labeled is not None:
         info["merged_with"] = str(labeled.path)
     dataset, counts = assemble_dataset(parts, spec, names, labeled, info=info)

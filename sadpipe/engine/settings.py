@@ -24,6 +24,7 @@ class SolverSettings:
     steps: tuple[int, ...]
     gamma: float
     clip_grad_norm: float
+    amp: str
 
     @classmethod
     def from_config(cls, cfg: dict) -> SolverSettings:
@@ -60,6 +61,7 @@ class DistillSettings:
     temperature: float
     weight: float
     pattern: tuple[str, ...]
+    teacher_precision: str
 
     @classmethod
     def from_config(cls, cfg: dict) -> DistillSettings:

@@ -7,6 +7,11 @@ worker batches round-robin, so after ``b`` batches worker ``w`` has produced
 ``len(range(w, b, W))`` of them: a resumed run skips exactly that many samples per worker.
 The cached view a sample trains on (original or flipped) is drawn from (seed, epoch, sample
 key), so it does not depend on how the shards are split over processes and workers.
+
+For a CUDA device (``pin_memory``) batches come in pinned host memory. Decoded in the main
+process (``data.num_workers = 0``), the teacher scores are placed straight into a pinned batch
+buffer (:func:`place_views`); from loader workers, the DataLoader pins the batches they hand
+over (page-locking memory inside a worker would need CUDA there).
 """
 from __future__ import annotations
 
@@ -20,13 +25,14 @@ import torch
 from PIL import Image
 
 import shards
+from cuda_ops.constants import FP32
 from sadpipe.data.categories import as_dicts, class_index_of
 from sadpipe.data.loader import target_of
 from sadpipe.data.transforms import Preprocessing, make_recipe, make_view, pad_batch, transform_boxes
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
-from sadpipe.modeling.distill import to_batch_layout
+from sadpipe.modeling.distill import view_anchor_mask
 
 RECIPE_FIELDS = ("image_size", "resized_size", "padded_size", "flip")
 ERROR = "error"  # key of the one-item "batch" that carries a bad shard's message
@@ -66,6 +72,7 @@ def check_shard_set(shard_dir, spec, cfg: dict, dist: DistInfo) -> dict:
     except shards.ShardMismatchError as err:
         raise UserError(f"{shard_dir}: {err}") from None
     _check_defaulted_fields(shard_dir, manifest["header"], spec)
+    check_teacher_precision(shard_dir, manifest["header"], cfg["distill"]["teacher_precision"])
     workers = cfg["data"]["num_workers"]
     num_shards = len(manifest["shards"])
     if num_shards < dist.world_size * max(workers, 1):
@@ -88,13 +95,32 @@ def _check_defaulted_fields(shard_dir, header: dict, spec) -> None:
             raise UserError(f"{shard_dir}: {field}: shards have {have!r}, training expects {want!r}")
 
 
-def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0):
+def check_teacher_precision(shard_dir, header: dict, accepted: str) -> None:
+    """The precision the cache's teacher ran at (``cache-logits --precision``) must be the one
+    the config accepts (``distill.teacher_precision``), like any other recipe field. Caches
+    made before the header recorded it ran in fp32."""
+    have = header["teacher"].get("precision", FP32)
+    if have != accepted:
+        raise UserError(f"{shard_dir}: teacher.precision: shards have {have!r}, training expects "
+                        f"{accepted!r} (distill.teacher_precision; set it to {have!r} to train from "
+                        "this cache)")
+
+
+def shard_stream(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0,
+                 pin_memory: bool = False):
     """Infinite iterator of training batches (see :mod:`sadpipe.engine.streams`)."""
+    return _raising(iter(shard_loader(shard_dir, spec, cfg, dist, start_batch=start_batch,
+                                      seed_offset=seed_offset, pin_memory=pin_memory)))
+
+
+def shard_loader(shard_dir, spec, cfg: dict, dist: DistInfo, *, start_batch: int, seed_offset: int = 0,
+                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The DataLoader behind :func:`shard_stream` (pinned batches with ``pin_memory``)."""
     manifest = check_shard_set(shard_dir, spec, cfg, dist)
+    workers = cfg["data"]["num_workers"]
     dataset = ShardBatches(shard_dir, manifest, spec, cfg, dist, start_batch=start_batch,
-                           seed=cfg["train"]["seed"] + seed_offset)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg["data"]["num_workers"])
-    return _raising(iter(loader))
+                           seed=cfg["train"]["seed"] + seed_offset, pin=pin_memory and workers == 0)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory)
 
 
 def _raising(batches):
@@ -109,8 +135,10 @@ def _raising(batches):
 class ShardBatches(torch.utils.data.IterableDataset):
     """Per-rank batches of ``images_per_batch / world_size`` samples from one shard set."""
 
-    def __init__(self, shard_dir, manifest, spec, cfg, dist: DistInfo, *, start_batch: int, seed: int):
+    def __init__(self, shard_dir, manifest, spec, cfg, dist: DistInfo, *, start_batch: int, seed: int,
+                 pin: bool = False):
         super().__init__()
+        self.pin = pin   # teacher scores decoded into pinned buffers (main process, CUDA device)
         self.shard_dir, self.manifest, self.spec = str(shard_dir), manifest, spec
         self.per_rank = cfg["solver"]["images_per_batch"] // dist.world_size
         self.flip, self.min_size = cfg["input"]["flip"], cfg["input"]["train_min_sizes"][0]
@@ -181,16 +209,28 @@ class ShardBatches(torch.utils.data.IterableDataset):
     def _collate(self, samples: list[dict]) -> dict:
         layout = self.spec.anchor_layout
         images = pad_batch([s["image"] for s in samples], self.spec.preprocessing.size_divisibility)
-        batch_hw = tuple(images.shape[-2:])
-        placed = [to_batch_layout(s["probs"], layout, tuple(s["recipe"]["padded_size"]), batch_hw)
-                  for s in samples]
+        probs, masks = place_views([s["probs"] for s in samples], [s["recipe"] for s in samples],
+                                   layout, tuple(images.shape[-2:]), pin=self.pin)
         return {"images": images,
                 "targets": [target_of(s) for s in samples],
                 "image_ids": [s["image_id"] for s in samples],
                 "recipes": [s["recipe"] for s in samples], "skipped": 0,
-                "teacher_probs": torch.stack([p for p, _ in placed]),
-                "teacher_mask": torch.stack([m for _, m in placed]),
+                "teacher_probs": probs, "teacher_mask": masks,
                 "normalizer": sum(s["normalizer"] for s in samples)}
+
+
+def place_views(views: list[torch.Tensor], recipes: list[dict], layout: AnchorLayout,
+                batch_hw: tuple[int, int], *, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each view's decoded teacher scores (HWA_view, C), on its own padded grid, placed on the
+    batch grid: probs (N, HWA, C), 0 off each view's grid, and masks (N, HWA) of the anchors on
+    it (:func:`sadpipe.modeling.distill.to_batch_layout`, for a whole batch). ``pin``: the probs
+    buffer is allocated in pinned memory, so the decoded scores go straight where an
+    asynchronous copy to the GPU reads them."""
+    masks = torch.stack([view_anchor_mask(layout, tuple(r["padded_size"]), batch_hw) for r in recipes])
+    probs = torch.zeros(*masks.shape, views[0].shape[1], dtype=views[0].dtype, pin_memory=pin)
+    for out, view, mask in zip(probs, views, masks):
+        out[mask] = view
+    return probs, masks
 
 
 def _show(recipe: dict) -> str:

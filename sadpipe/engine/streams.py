@@ -5,6 +5,9 @@ run continues each stream exactly where it stopped. A stream yields batch dicts:
 "images" (N, 3, H, W), "targets" [{"boxes", "labels", "crowd_boxes"}], "recipes",
 "image_ids", "skipped", and for shard streams also "teacher_probs" (N, HWA, C),
 "teacher_mask" (N, HWA) and "normalizer" (Σ q^θ of the batch's views, exact from the cache).
+
+With ``pin_memory`` (training on a CUDA device) the loaders hand out batches in pinned host
+memory, so that the trainer's ``.to(device, non_blocking=True)`` copies run asynchronously.
 """
 from __future__ import annotations
 
@@ -51,15 +54,17 @@ def training_sources(data: dict, shard_dirs: dict, *, distill: bool) -> dict:
     return sources
 
 
-def open_stream(name: str, source, spec, cfg: dict, dist: DistInfo, *, start_batch: int):
-    """The batch iterator of source ``name`` (its own seed offset), from batch ``start_batch``."""
+def open_stream(name: str, source, spec, cfg: dict, dist: DistInfo, *, start_batch: int,
+                pin_memory: bool = False):
+    """The batch iterator of source ``name`` (its own seed offset), from batch ``start_batch``;
+    batches in pinned memory with ``pin_memory`` (for a CUDA device)."""
     seed_offset = 0 if name == LABELED else 1
     if isinstance(source, ShardSource):
         from sadpipe.engine.shard_stream import shard_stream
         return shard_stream(source.shard_dir, spec, cfg, dist, start_batch=start_batch,
-                            seed_offset=seed_offset)
+                            seed_offset=seed_offset, pin_memory=pin_memory)
     return coco_stream(source.annotations, source.images, spec, cfg, dist, start_batch=start_batch,
-                       seed_offset=seed_offset)
+                       seed_offset=seed_offset, pin_memory=pin_memory)
 
 
 def batches_drawn(pattern: list[str], name: str, iteration: int) -> int:
@@ -69,8 +74,15 @@ def batches_drawn(pattern: list[str], name: str, iteration: int) -> int:
 
 
 def coco_stream(annotations, images, spec, cfg: dict, dist: DistInfo, *, start_batch: int,
-                seed_offset: int = 0):
+                seed_offset: int = 0, pin_memory: bool = False):
     """Infinite iterator of augmented batches from a COCO-format set."""
+    return iter(coco_loader(annotations, images, spec, cfg, dist, start_batch=start_batch,
+                            seed_offset=seed_offset, pin_memory=pin_memory))
+
+
+def coco_loader(annotations, images, spec, cfg: dict, dist: DistInfo, *, start_batch: int,
+                seed_offset: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The DataLoader behind :func:`coco_stream`."""
     coco = CocoDataset(annotations, images)
     if not same_ids(coco.category_ids, spec.category_ids):
         raise UserError(f"{annotations}: categories (ids {coco.category_ids[:8]}) differ from the "
@@ -85,5 +97,6 @@ def coco_stream(annotations, images, spec, cfg: dict, dist: DistInfo, *, start_b
                              rank=dist.rank, world_size=dist.world_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=schedule, num_workers=cfg["data"]["num_workers"],
-        collate_fn=functools.partial(collate, size_divisibility=spec.preprocessing.size_divisibility))
-    return iter(loader)
+        collate_fn=functools.partial(collate, size_divisibility=spec.preprocessing.size_divisibility),
+        pin_memory=pin_memory)
+    return loader

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from cuda_ops.constants import FP32
 from sadpipe.checkpoint import load_model
 from sadpipe.data.categories import same_ids
 from sadpipe.data.transforms import Preprocessing, make_view, renormalize
+from sadpipe.engine.precision import autocast
 from sadpipe.errors import UserError
 from sadpipe.modeling.distill import to_batch_layout
 from sadpipe.modeling.spec import ModelSpec
@@ -38,15 +40,23 @@ class Teacher:
 
     Args:
         checkpoint: sadpipe checkpoint of the teacher.
-        view_prep: the preprocessing that defines the views (the student's sizes); the
-            teacher still normalises pixels with its own mean/std.
+        device: where it runs.
+        precision: of its forward pass, fp32 | bf16 | fp16 (:mod:`sadpipe.engine.precision`);
+            the probabilities are float32 whatever it is.
     """
 
-    def __init__(self, checkpoint, *, device: str = "cpu"):
+    def __init__(self, checkpoint, *, device: str = "cpu", precision: str = FP32):
         self.model, self.spec = load_model(checkpoint, device=device)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.device = device
+        self.device, self.precision = device, precision
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, HWA, C) float32 of a padded batch, the network at ``precision``."""
+        with autocast(self.device, self.precision):
+            logits, _ = self.model(batch.to(self.device))
+        return logits.float()
 
     @torch.no_grad()
     def views_probs(self, images, recipes: list[dict], view_prep: Preprocessing) -> torch.Tensor:
@@ -60,8 +70,7 @@ class Teacher:
                 raise ValueError("views of one teacher batch must share their padded size")
             x = make_view(image, recipe, prep)
             batch[i, :, : x.shape[1], : x.shape[2]] = x
-        logits, _ = self.model(batch.to(self.device))
-        return torch.sigmoid(logits.float())
+        return torch.sigmoid(self.logits(batch))
 
     @torch.no_grad()
     def batch_view_probs(self, images: torch.Tensor, recipes: list[dict], student_prep: Preprocessing):
@@ -76,8 +85,7 @@ class Teacher:
         for size in sorted({tuple(r["padded_size"]) for r in recipes}):
             idx = [i for i, r in enumerate(recipes) if tuple(r["padded_size"]) == size]
             h, w = size
-            logits, _ = self.model(x[idx, :, :h, :w].to(self.device))
-            for i, view in zip(idx, torch.sigmoid(logits.float())):
+            for i, view in zip(idx, torch.sigmoid(self.logits(x[idx, :, :h, :w]))):
                 probs[i], masks[i] = to_batch_layout(view, self.spec.anchor_layout, size, batch_hw)
         return torch.stack(probs), torch.stack(masks)
 

@@ -13,13 +13,14 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from cuda_ops.constants import NORMALIZER_POWER
+from cuda_ops.constants import AMP_MODES, AMP_OFF, NORMALIZER_POWER, PRECISIONS
 from sadpipe.checkpoint import load_checkpoint, save_checkpoint
 from sadpipe.data.categories import class_order
 from sadpipe.data.coco import read_coco_json
 from sadpipe.data.toy import PARAMS_KEY as TOY_PARAMS_KEY
 from sadpipe.data.transforms import preprocessing_from_config
 from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
+from sadpipe.engine.precision import amp_precision, autocast, check_choice, grad_scaler
 from sadpipe.engine.progress import Progress
 from sadpipe.engine.run_dir import RunDir
 from sadpipe.engine.settings import DistillSettings, LossSettings, SolverSettings, TrainSettings
@@ -36,6 +37,10 @@ from sadpipe.modeling.spec import ModelSpec
 from sadpipe.modeling.targets import IGNORE, build_targets
 
 log = logging.getLogger(__name__)
+
+# fp16 training: a non-finite gradient at this loss scale or below overflows without any
+# scaling, so skipping the step and lowering the scale further cannot help.
+MIN_LOSS_SCALE = 1.0
 
 def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
     """The spec of the model ``cfg`` trains; ``categories`` (``[{"id", "name"}]``) in any order."""
@@ -74,9 +79,11 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     sources = training_sources(cfg["data"], shard_dirs,
                                distill=any(shard_dirs.values()) or bool(teacher_path))
     pattern = [name for name in distill.pattern if name in sources] or [LABELED]
+    check_choice(solver.amp, AMP_MODES, "config: solver.amp")
+    check_choice(distill.teacher_precision, PRECISIONS, "config: distill.teacher_precision")
     teacher = None
     if teacher_path:
-        teacher = Teacher(teacher_path, device=device)
+        teacher = Teacher(teacher_path, device=device, precision=distill.teacher_precision)
         check_teacher_compatible(teacher.spec, spec, source=teacher_path)
     for source in sources.values():
         if isinstance(source, ShardSource):  # refuse mismatching shards before writing anything
@@ -94,11 +101,13 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
     if cfg["model"]["init"]:
         _load_init(model, spec, cfg["model"]["init"])
     optimizer = build_optimizer(model, solver)
-    start_iter, wall_time = _resume(run, model, optimizer) if resume else (0, 0.0)
+    scaler = grad_scaler(device, solver.amp)
+    start_iter, wall_time = _resume(run, model, optimizer, scaler) if resume else (0, 0.0)
     if dist.enabled:
         model = DistributedDataParallel(model)
     batch_iters = {name: open_stream(name, sources[name], spec, cfg, dist,
-                                      start_batch=batches_drawn(pattern, name, start_iter))
+                                      start_batch=batches_drawn(pattern, name, start_iter),
+                                      pin_memory=torch.device(device).type == "cuda")
                    for name in set(pattern)}
 
     # ---- the loop
@@ -117,28 +126,24 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
         done = iteration + 1
         log_now = dist.is_main and (done % run_settings.log_period == 0 or done == max_iter)
         losses, stats = step_losses(model, spec, batch, device, loss=loss_settings, distill=distill,
-                                    teacher=teacher, with_stats=log_now, dist=dist)
+                                    teacher=teacher, with_stats=log_now, dist=dist, amp=solver.amp)
         loss = sum(losses.values())
         check_finite(losses, done, run, dist)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if solver.clip_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
-            check_finite({"grad_norm": grad_norm}, done, run, dist)
-        optimizer.step()
+        update(loss, model, optimizer, solver, scaler, iteration=done, run=run, dist=dist)
 
         meter.add(len(batch["image_ids"]) * dist.world_size, batch["skipped"], t_data,
                   time.perf_counter() - t0)
         if log_now:
             record = {"iteration": done, "lr": lr, "source": pattern[iteration % len(pattern)],
                       "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
-                      **stats, **meter.flush()}
+                      **stats, **meter.flush(), **({"loss_scale": scaler.get_scale()} if scaler else {})}
             run.log_metrics(record)
             progress.log(record)
         progress.advance(1, loss=f"{float(loss.detach()):.4f}")
         if dist.is_main and done % run_settings.checkpoint_period == 0 and done < max_iter:
             _save_training_checkpoint(run, spec, model, optimizer, done, cfg,
-                                      wall_time=time.perf_counter() - t_loop)
+                                      wall_time=time.perf_counter() - t_loop, scaler=scaler)
     progress.close()
 
     if dist.is_main:
@@ -162,20 +167,53 @@ def build_optimizer(model, solver: SolverSettings) -> torch.optim.Optimizer:
     raise UserError(f"config: solver.optimizer '{solver.optimizer}' is unknown (sgd or adamw)")
 
 
+def update(loss: torch.Tensor, model, optimizer, solver: SolverSettings, scaler=None, *,
+           iteration: int, run: RunDir, dist: DistInfo = DistInfo()) -> None:
+    """Backward pass and optimizer step, the gradient norm clipped to ``solver.clip_grad_norm``
+    when that is > 0 (a non-finite norm then stops training, :func:`check_finite`).
+
+    With fp16 (``scaler``: :func:`sadpipe.engine.precision.grad_scaler`) the loss is scaled
+    before the backward pass and the gradient unscaled before clipping; a step whose gradient
+    is not finite is skipped and the scale lowered, the scaler's normal work, unless the scale
+    is already down to ``MIN_LOSS_SCALE``: then the gradient overflows unscaled, and training
+    stops as for a non-finite loss, before the update."""
+    if scaler is None:
+        loss.backward()
+        if solver.clip_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
+            check_finite({"grad_norm": grad_norm}, iteration, run, dist)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    if solver.clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
+    if scaler.get_scale() <= MIN_LOSS_SCALE:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        check_finite({"grad_norm": torch.nn.utils.get_total_norm(grads)}, iteration, run, dist)
+    scaler.step(optimizer)   # skipped when the gradient is not finite
+    scaler.update()
+
+
 def step_losses(model, spec: ModelSpec, batch: dict, device, *, loss: LossSettings,
                 distill: DistillSettings, teacher: Teacher | None = None, with_stats: bool = False,
-                dist: DistInfo = DistInfo()) -> tuple[dict, dict]:
+                dist: DistInfo = DistInfo(), amp: str = AMP_OFF) -> tuple[dict, dict]:
     """Focal + box loss on the batch's (pseudo-)labels, plus the ADL when the batch carries
     teacher scores (shards) or a live teacher is given (which then scores the batch, replacing
     any cached scores).
+
+    ``amp`` (``solver.amp``): the student's forward pass runs under autocast to bf16 / fp16;
+    its outputs are cast back to float32, and the losses run in float32, outside autocast.
 
     Under DDP the normalisers (#foreground anchors, the ADL's Σ q^θ) are those of the global
     batch and each process's losses are scaled by the number of processes, so the gradient
     DDP averages equals that of one process on the whole batch."""
     images = batch["images"].to(device, non_blocking=True)
-    cls_logits, box_deltas = model(images)
+    with autocast(device, amp_precision(amp)):
+        cls_logits, box_deltas = model(images)
+    cls_logits, box_deltas = cls_logits.float(), box_deltas.float()
     anchors = spec.anchor_layout.anchors(tuple(images.shape[-2:])).to(device)
-    labels, box_targets = build_targets(anchors, [{k: v.to(device) for k, v in t.items()}
+    labels, box_targets = build_targets(anchors, [{k: v.to(device, non_blocking=True) for k, v in t.items()}
                                                   for t in batch["targets"]], convention=spec.boxes)
     losses = detection_losses(cls_logits, box_deltas, labels, box_targets, alpha=loss.focal_alpha,
                               gamma=loss.focal_gamma, beta=loss.smooth_l1_beta)
@@ -213,7 +251,8 @@ def teacher_targets(batch: dict, images: torch.Tensor, spec: ModelSpec, device, 
         normalizer = float(sum((probs[i][mask[i]].double() ** power).sum() for i in range(len(probs))))
         return probs, mask, normalizer
     if "teacher_probs" in batch:
-        return batch["teacher_probs"].to(device), batch["teacher_mask"].to(device), batch["normalizer"]
+        return (batch["teacher_probs"].to(device, non_blocking=True),
+                batch["teacher_mask"].to(device, non_blocking=True), batch["normalizer"])
     return None, None, 0.0
 
 
@@ -292,14 +331,15 @@ def _unwrap(model):
 
 
 def _save_training_checkpoint(run: RunDir, spec, model, optimizer, iteration: int, cfg: dict, *,
-                              wall_time: float):
-    save_checkpoint(run.checkpoint_path(iteration), spec, _unwrap(model), config=cfg,
-                    training={"iteration": iteration, "optimizer": optimizer.state_dict(),
-                              "wall_time_s": wall_time})
+                              wall_time: float, scaler=None):
+    training = {"iteration": iteration, "optimizer": optimizer.state_dict(), "wall_time_s": wall_time}
+    if scaler is not None:   # fp16: the loss scale goes on where it was
+        training["grad_scaler"] = scaler.state_dict()
+    save_checkpoint(run.checkpoint_path(iteration), spec, _unwrap(model), config=cfg, training=training)
     run.prune_checkpoints(cfg["train"]["keep_checkpoints"])
 
 
-def _resume(run: RunDir, model, optimizer) -> tuple[int, float]:
+def _resume(run: RunDir, model, optimizer, scaler=None) -> tuple[int, float]:
     """Load the newest checkpoint; returns the iteration to continue from and the wall time
     spent up to it ((0, 0.0) if none)."""
     checkpoints = run.checkpoints()
@@ -308,6 +348,8 @@ def _resume(run: RunDir, model, optimizer) -> tuple[int, float]:
     payload = load_checkpoint(checkpoints[-1])
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["training"]["optimizer"])
+    if scaler is not None and "grad_scaler" in payload["training"]:
+        scaler.load_state_dict(payload["training"]["grad_scaler"])
     iteration = int(payload["training"]["iteration"])
     run.truncate_metrics(iteration)
     log.info("resumed from %s at iteration %d", checkpoints[-1], iteration)

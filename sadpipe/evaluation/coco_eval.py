@@ -56,8 +56,8 @@ def evaluate_detections(annotations, detections, out_dir, *, quiet=False,
         out_dir: folder for ``metrics.json``, ``pr_curve.json``, ``pr_curve.png`` (created).
         quiet: do not print the table of metrics.
         source: how to name an in-memory ``detections`` list in error messages.
-        inference: the model's inference speed (``{"images", "seconds", "images_per_s"}``
-            from :func:`sadpipe.engine.inference.detect_dataset`), stored and printed as is.
+        inference: the model's inference speed (``{"images", "seconds", "images_per_s",
+            "precision"}`` from :func:`sadpipe.engine.inference.detect_dataset`), stored and printed as is.
 
     Returns the metrics dict written to ``metrics.json``. Bad input (either file, a detection
     with an unknown image or category id) raises ``UserError`` before anything is written.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cuda_ops.constants import FAINT_FLOOR
+from cuda_ops.constants import FAINT_FLOOR, FP32
 from sadpipe.data.categories import class_index_of
 from sadpipe.data.coco import CocoDataset, ImageError
 from sadpipe.evaluation.draw import choose_images, draw_boxes, picture_name, write_pictures, xywh_to_xyxy
@@ -59,7 +59,7 @@ def coco_boxes(entries: list[dict], classes: dict[int, int]) -> tuple[np.ndarray
 
 def write_pseudo_label_pictures(teacher, images_dir, image_info, dataset: dict, out_dir, *,
                                 id_offset: int, score_thresh: float, count: int, seed: int,
-                                device: str = "cpu") -> list[Path]:
+                                device: str = "cpu", precision: str = FP32) -> list[Path]:
     """``count`` unlabeled images with the teacher's boxes, written to
     ``out_dir/drawings``: the pseudo-labels of ``dataset`` (what the student is taught) solid
     and labelled, and the teacher's boxes scoring in [``FAINT_FLOOR``, ``score_thresh``)
@@ -71,6 +71,7 @@ def write_pseudo_label_pictures(teacher, images_dir, image_info, dataset: dict, 
             them (``image_info`` None: every image file under ``images_dir``).
         dataset: the pseudo-label output (COCO dict); unlabeled image i is its image
             ``i + id_offset``.
+        device, precision: where and at which precision the teacher runs (as for ``dataset``).
     Returns the PNG paths.
     """
     from sadpipe.checkpoint import load_model  # torch: only when needed
@@ -78,7 +79,7 @@ def write_pseudo_label_pictures(teacher, images_dir, image_info, dataset: dict, 
     from sadpipe.engine.pseudo_label import list_image_files, load_item, read_image_info
 
     model, spec = load_model(teacher, device=device)
-    predictor = Predictor(model, spec, device=device)
+    predictor = Predictor(model, spec, device=device, precision=precision)
     items = read_image_info(image_info, spec) if image_info else list_image_files(images_dir)
     chosen = set(choose_images((item.image_id for item in items), count, seed))
     kept = _by_image(dataset["annotations"])
