@@ -30,6 +30,8 @@ DEFAULTS: dict = {
                                       # the zoo's toy-pretrained body (toy archs, shipped)
         "body_weights": "",           # a `sadpipe pretrain` body file instead (toy archs)
         "init": "",                   # sadpipe checkpoint to start from (same arch, classes, variant)
+        "init_reset_classes": False,  # with init: a fresh class layer, so the init may have other
+                                      # classes (torchvision's COCO RetinaNet for yours; README)
         "norm": "bn",                 # small bodies: bn | gn | frozen_bn (paper bodies: frozen BN);
                                       # affine: frozen BN with eps 0 (Detectron's AffineChannel)
         "stride_in_1x1": False,       # resnet bodies: stride in the first 1x1 conv (MSRA R-50/101)
@@ -59,6 +61,8 @@ DEFAULTS: dict = {
         "pseudo_images": "",
         "strict_images": False,       # fail on an unreadable image instead of skipping it
         "num_workers": 0,
+        "val_annotations": "",        # the val set train.eval_period evaluates on
+        "val_images": "",
     },
     "solver": {
         "optimizer": "sgd",           # sgd (the paper) | adamw (fast from-scratch toy runs)
@@ -96,6 +100,7 @@ DEFAULTS: dict = {
         "log_period": 20,
         "checkpoint_period": 5000,
         "keep_checkpoints": 2,
+        "eval_period": 0,             # > 0: val AP every N iterations and at the end, model_best.pt
     },
 }
 

@@ -1,4 +1,5 @@
-"""A training run's folder: resolved config, metrics.jsonl, checkpoints, model_final.pt."""
+"""A training run's folder: resolved config, metrics.jsonl, checkpoints, model_final.pt, and
+with ``train.eval_period`` model_best.pt; curves.png draws metrics.jsonl."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ from sadpipe.fileio import atomic_path
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 FINAL_MODEL = "model_final.pt"
+BEST_MODEL = "model_best.pt"        # the best val AP so far (train.eval_period)
+CURVES_FILE = "curves.png"          # loss terms, LR and val AP against iterations
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -21,6 +24,14 @@ class RunDir:
     @property
     def final_model(self) -> Path:
         return self.path / FINAL_MODEL
+
+    @property
+    def best_model(self) -> Path:
+        return self.path / BEST_MODEL
+
+    @property
+    def curves(self) -> Path:
+        return self.path / CURVES_FILE
 
     def prepare(self, cfg: dict, *, resume: bool) -> None:
         """Create the folder, or check that it holds this same run when resuming. A folder
@@ -66,6 +77,19 @@ class RunDir:
     def log_metrics(self, record: dict) -> None:
         with open(self.path / METRICS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        """The records of metrics.jsonl (none before the first is logged)."""
+        from sadpipe.evaluation.curves import read_metrics  # matplotlib: only when drawn
+        path = self.path / METRICS_FILE
+        return read_metrics(path) if path.exists() else []
+
+    def write_curves(self) -> None:
+        """curves.png from metrics.jsonl (atomically; nothing before the first record)."""
+        from sadpipe.evaluation.curves import plot_training_curves
+        records = self.read_metrics()
+        if records:
+            plot_training_curves({self.path.name: records}, self.curves)
 
 
 def _first_difference(old: str, new: str) -> str:

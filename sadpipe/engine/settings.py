@@ -70,13 +70,14 @@ class DistillSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """``[train]``: seed, device, and how often the run logs and checkpoints."""
+    """``[train]``: seed, device, and how often the run logs, checkpoints and evaluates."""
 
     seed: int
     device: str
     log_period: int
     checkpoint_period: int
     keep_checkpoints: int
+    eval_period: int
 
     @classmethod
     def from_config(cls, cfg: dict) -> TrainSettings:

@@ -20,6 +20,7 @@ from sadpipe.data.coco import read_coco_json
 from sadpipe.data.toy import PARAMS_KEY as TOY_PARAMS_KEY
 from sadpipe.data.transforms import preprocessing_from_config
 from sadpipe.engine.distributed import DistInfo, init_distributed, resolve_device
+from sadpipe.engine.periodic_eval import BEST_KEY, PeriodicEval, best_so_far, is_better
 from sadpipe.engine.precision import amp_precision, autocast, check_choice, grad_scaler
 from sadpipe.engine.progress import Progress
 from sadpipe.engine.run_dir import RunDir
@@ -33,6 +34,7 @@ from sadpipe.modeling.backbones import ARCHS, NORMS, P6_INPUTS
 from sadpipe.modeling.boxes import BOX_CONVENTIONS
 from sadpipe.modeling.distill import adaptive_distillation_loss, mean_adaptive_weight
 from sadpipe.modeling.losses import detection_losses
+from sadpipe.modeling.retinanet import CLS_LOGITS
 from sadpipe.modeling.spec import ModelSpec
 from sadpipe.modeling.targets import IGNORE, build_targets
 
@@ -53,6 +55,9 @@ def model_spec_from_config(cfg: dict, categories: list[dict]) -> ModelSpec:
     if ARCHS[model_cfg["arch"]].family != "resnet" and detectron_variant:
         raise UserError(f"config: model.stride_in_1x1 and model.p6_from = \"c5\" exist for the "
                         f"resnet bodies only, not for model.arch '{model_cfg['arch']}'")
+    if model_cfg["stride_in_1x1"] and ARCHS[model_cfg["arch"]].block != "bottleneck":
+        raise UserError(f"config: model.stride_in_1x1 exists for bottleneck bodies (ResNet-50 and "
+                        f"up), not for model.arch '{model_cfg['arch']}'")
     layout = AnchorLayout(strides=tuple(model_cfg["strides"]), size_factor=model_cfg["anchor_size_factor"],
                           scales_per_octave=model_cfg["scales_per_octave"],
                           aspect_ratios=tuple(model_cfg["aspect_ratios"]),
@@ -91,18 +96,24 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
             manifest = check_shard_set(source.shard_dir, spec, cfg, dist)
             if teacher_path:  # rescoring the cached batches: only with the teacher that made them
                 _check_cached_teacher(source.shard_dir, manifest, teacher_path)
+    evaluator = None
+    if run_settings.eval_period > 0:   # the val set is checked before anything is written
+        evaluator = PeriodicEval(cfg["data"]["val_annotations"], cfg["data"]["val_images"], spec,
+                                 device=device, batch_size=solver.images_per_batch // dist.world_size)
 
     run = RunDir(out_dir)
     if dist.is_main:
         run.prepare(cfg, resume=resume)
-    model = spec.build(pretrained=cfg["model"]["pretrained"]).to(device)
+    # model.init replaces every pretrained weight: no ImageNet download for it
+    model = spec.build(pretrained=cfg["model"]["pretrained"] and not cfg["model"]["init"]).to(device)
     if cfg["model"]["body_weights"]:
         _load_body_weights(model, spec, cfg["model"]["body_weights"])
     if cfg["model"]["init"]:
-        _load_init(model, spec, cfg["model"]["init"])
+        _load_init(model, spec, cfg["model"]["init"], reset_classes=cfg["model"]["init_reset_classes"])
     optimizer = build_optimizer(model, solver)
     scaler = grad_scaler(device, solver.amp)
     start_iter, wall_time = _resume(run, model, optimizer, scaler) if resume else (0, 0.0)
+    best = best_so_far(run.read_metrics()) if dist.is_main else None   # val AP of model_best.pt
     if dist.enabled:
         model = DistributedDataParallel(model)
     batch_iters = {name: open_stream(name, sources[name], spec, cfg, dist,
@@ -141,9 +152,13 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
             run.log_metrics(record)
             progress.log(record)
         progress.advance(1, loss=f"{float(loss.detach()):.4f}")
+        if evaluator and dist.is_main and (done % run_settings.eval_period == 0 or done == max_iter):
+            best = evaluate_and_keep_best(evaluator, run, spec, _unwrap(model), cfg, iteration=done,
+                                          best=best, progress=progress)
         if dist.is_main and done % run_settings.checkpoint_period == 0 and done < max_iter:
             _save_training_checkpoint(run, spec, model, optimizer, done, cfg,
                                       wall_time=time.perf_counter() - t_loop, scaler=scaler)
+            run.write_curves()
     progress.close()
 
     if dist.is_main:
@@ -152,7 +167,27 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
                                     teacher_path=teacher_path)
         save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg, provenance=provenance)
         log.info("wrote %s", run.final_model)
+        run.write_curves()
     return run
+
+
+def evaluate_and_keep_best(evaluator: PeriodicEval, run: RunDir, spec: ModelSpec, model, cfg: dict, *,
+                           iteration: int, best: float | None, progress: Progress) -> float | None:
+    """``train.eval_period``: the val AP of ``model`` into metrics.jsonl (and the progress
+    log), ``model_best.pt`` rewritten when it beats ``best``, curves.png redrawn; returns the
+    best val AP so far. Runs on the main process while the others wait at their next step."""
+    t0 = time.perf_counter()
+    record = {"iteration": iteration, **evaluator.evaluate(model),
+              "val_seconds": round(time.perf_counter() - t0, 3)}
+    run.log_metrics(record)
+    progress.log(record)
+    if is_better(record[BEST_KEY], best):
+        best = record[BEST_KEY]
+        save_checkpoint(run.best_model, spec, model, config=cfg,
+                        best={"iteration": iteration, **record})
+        log.info("wrote %s (val AP %.4f at iteration %d)", run.best_model, best, iteration)
+    run.write_curves()
+    return best
 
 
 def build_optimizer(model, solver: SolverSettings) -> torch.optim.Optimizer:
@@ -401,15 +436,30 @@ def _load_body_weights(model, spec: ModelSpec, path) -> None:
     _unwrap(model).backbone.body.load_state_dict(zoo.load_body(path, arch=spec.arch, norm=spec.norm))
 
 
-def _load_init(model, spec: ModelSpec, path) -> None:
+def _load_init(model, spec: ModelSpec, path, *, reset_classes: bool = False) -> None:
+    """``model.init``: every weight from a checkpoint of the same arch and variant. With
+    ``reset_classes`` (``model.init_reset_classes``) its classes may be others (e.g. COCO's
+    from ``sadpipe import-torchvision``): the class layer, the one part whose shape and meaning
+    depend on the classes, keeps its fresh init (N(0, 0.01), prior bias); body, FPN, box head
+    and the class tower come from the checkpoint."""
     payload = load_checkpoint(path)
     init = ModelSpec.from_dict(payload["model"])
-    if init.arch != spec.arch or init.num_classes != spec.num_classes:
+    if init.arch != spec.arch or (init.num_classes != spec.num_classes and not reset_classes):
         raise UserError(f"{path}: model.init is a {init.arch} with {init.num_classes} classes, "
-                        f"the config trains a {spec.arch} with {spec.num_classes}")
+                        f"the config trains a {spec.arch} with {spec.num_classes}"
+                        + ("" if init.arch != spec.arch else
+                           " (model.init_reset_classes = true starts its class layer afresh)"))
     theirs, ours = init.variant(), spec.variant()
     for key, value in theirs.items():
         if ours[key] != value:
             raise UserError(f"{path}: model.init has {key} = {value!r}, the config {ours[key]!r}; "
                             "its weights only mean something with its own setting")
-    model.load_state_dict(payload["state_dict"])
+    if not reset_classes:
+        model.load_state_dict(payload["state_dict"])
+        return
+    class_layer = {f"{CLS_LOGITS}.weight", f"{CLS_LOGITS}.bias"}
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in payload["state_dict"].items() if k not in class_layer}, strict=False)
+    if set(missing) != class_layer or unexpected:
+        raise UserError(f"{path}: model.init does not fit a {spec.arch} "
+                        f"(missing {sorted(set(missing) - class_layer)[:3]}, unexpected {unexpected[:3]})")
