@@ -17,6 +17,13 @@ Baselines run in the same process: dense fp16 / fp32 storage for the size, and f
 error, plain sparse storage of the same kept entries with the others dropped to 0 (what the
 codec's stand-ins for the dropped scores buy).
 
+``--compare-precision bf16`` (or fp16) also runs the teacher at that precision on every view
+(``cache-logits --precision``) and measures it against the fp32 teacher's dense scores and
+normaliser: "bf16 dense" (the teacher's precision alone) and "bf16 codec" (what a bf16 cache
+stores and training reads, with the normaliser of its own scores), beside "codec" (the fp32
+cache); plus how far its scores move (largest and mean |q_bf16 - q|, the share of scores that
+cross the codec threshold, the normaliser's relative change).
+
 Targets (issue 4): ADL within 0.5%, gradient cosine >= 0.999, payload >= 50x smaller than
 dense fp16.
 """
@@ -44,6 +51,7 @@ class ViewResult:
     stored_bytes: int             # its share of the sample's scores member inside a tar
     kept_fraction: list
     errors: dict = field(default_factory=dict)
+    score_change: dict | None = None   # --compare-precision: see :func:`score_change`
 
 
 def view_prep(teacher, student_config, min_size, max_size):
@@ -82,36 +90,67 @@ def adl_and_grad(logits: torch.Tensor, probs: torch.Tensor, normalizer: float):
     return float(loss.detach()), x.grad
 
 
-def measure_view(dense: np.ndarray, level_sizes, codec, logits: dict) -> ViewResult:
-    """dense: (HWA, C) float32 teacher scores; logits: {student: (HWA, C) float64}."""
+def normalizer_of(q: torch.Tensor) -> float:
+    """The ADL normaliser max(Σ q^θ, 1) of float64 scores (what the cache stores)."""
     import cuda_ops
-    import shards
     from cuda_ops.constants import NORMALIZER_POWER
+
+    return max(float(cuda_ops.power_sum(q, NORMALIZER_POWER, backend="torch")), 1.0)
+
+
+def score_change(q: torch.Tensor, q_other: torch.Tensor, threshold: float) -> dict:
+    """How far another precision's scores (HWA, C) move from the fp32 ones ``q`` (float64):
+    largest and mean absolute change, the share of scores on the other side of the codec
+    ``threshold``, and the normaliser's relative change."""
+    diff = (q_other - q).abs()
+    crossed = (q >= threshold) != (q_other >= threshold)
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+            "crossed": float(crossed.double().mean()),
+            "normalizer_rel": normalizer_of(q_other) / normalizer_of(q) - 1.0}
+
+
+def measure_view(dense: np.ndarray, level_sizes, codec, logits: dict, *,
+                 other: tuple[str, np.ndarray] | None = None) -> ViewResult:
+    """dense: (HWA, C) float32 teacher scores; logits: {student: (HWA, C) float64}.
+    other: (precision, its (HWA, C) scores) of the same teacher at another precision
+    (``--compare-precision``), judged against ``dense``."""
+    import shards
     from shards.sample import scores_member_bytes
 
     payload = codec.encode(dense, level_sizes)
     q = torch.from_numpy(dense).double()
-    decoded = {"codec": torch.from_numpy(codec.decode(payload)).double(),
-               "drop-to-0": torch.where(q >= codec.threshold, q, torch.zeros_like(q))}
-    normalizer = max(float(cuda_ops.power_sum(q, NORMALIZER_POWER, backend="torch")), 1.0)
+    normalizer = normalizer_of(q)
+    decoded = {"codec": (torch.from_numpy(codec.decode(payload)).double(), normalizer),
+               "drop-to-0": (torch.where(q >= codec.threshold, q, torch.zeros_like(q)), normalizer)}
+    change = None
+    if other is not None:
+        name, scores = other
+        q_other = torch.from_numpy(scores).double()
+        other_payload = codec.encode(scores, level_sizes)
+        decoded[f"{name} dense"] = (q_other, normalizer_of(q_other))
+        decoded[f"{name} codec"] = (torch.from_numpy(codec.decode(other_payload)).double(),
+                                    normalizer_of(q_other))
+        change = score_change(q, q_other, codec.threshold)
     payload_bytes = shards.payload_nbytes(payload)
     views_per_sample = 2  # orig + hflip share one scores member
     result = ViewResult(entries=dense.size, payload_bytes=payload_bytes,
                         stored_bytes=scores_member_bytes([payload_bytes] * views_per_sample)
                         / views_per_sample,
-                        kept_fraction=shards.kept_fraction_per_level(payload))
+                        kept_fraction=shards.kept_fraction_per_level(payload), score_change=change)
     for student, x in logits.items():
         loss, grad = adl_and_grad(x, q, normalizer)
-        for name, q_hat in decoded.items():
-            loss_hat, grad_hat = adl_and_grad(x, q_hat, normalizer)
+        for name, (q_hat, normalizer_hat) in decoded.items():
+            loss_hat, grad_hat = adl_and_grad(x, q_hat, normalizer_hat)
             cosine = float(torch.nn.functional.cosine_similarity(grad.reshape(1, -1),
                                                                  grad_hat.reshape(1, -1)))
             result.errors[(student, name)] = ((loss_hat - loss) / loss, cosine)
     return result
 
 
-def run_views(teacher, student, untrained, records, dataset, prep, codec, *, views, log):
-    """ViewResult for every view of every readable record."""
+def run_views(teacher, student, untrained, records, dataset, prep, codec, *, views, log,
+              other_teacher=None):
+    """ViewResult for every view of every readable record; ``other_teacher``: the same
+    teacher at another precision (``--compare-precision``)."""
     from sadpipe.data.coco import ImageError
     from sadpipe.data.transforms import make_recipe
     from sadpipe.engine.cache_logits import VIEW_FLIPS
@@ -130,7 +169,11 @@ def run_views(teacher, student, untrained, records, dataset, prep, codec, *, vie
             logits = {"untrained": student_logits(*untrained, image, recipe, prep),
                       "trained": student_logits(*student, image, recipe, prep)}
             sizes = layout.level_sizes(tuple(recipe["padded_size"]))
-            results.append(measure_view(dense, sizes, codec, logits))
+            other = None
+            if other_teacher is not None:
+                other = (other_teacher.precision,
+                         other_teacher.views_probs([image], [recipe], prep)[0].numpy())
+            results.append(measure_view(dense, sizes, codec, logits, other=other))
         if (i + 1) % 20 == 0:
             log(f"{i + 1}/{len(records)} images")
     return results
@@ -138,10 +181,11 @@ def run_views(teacher, student, untrained, records, dataset, prep, codec, *, vie
 
 def report_lines(results: list[ViewResult]) -> list[str]:
     """The table: errors per student and decoder, sizes against dense, kept per level."""
+    decoders = list(dict.fromkeys(name for _, name in results[0].errors))
     lines = [f"{'student':<10} {'scores':<10} {'|ADL rel err| max':>17} {'mean':>9} "
              f"{'signed mean':>12} {'grad cos min':>13} {'mean':>9}"]
     for student in STUDENTS:
-        for name in DECODERS:
+        for name in decoders:
             errs = np.array([r.errors[(student, name)][0] for r in results])
             cos = np.array([r.errors[(student, name)][1] for r in results])
             lines.append(f"{student:<10} {name:<10} {np.abs(errs).max():>16.4%} "
@@ -159,25 +203,58 @@ def report_lines(results: list[ViewResult]) -> list[str]:
     kept = np.array([r.kept_fraction for r in results]).mean(axis=0)
     lines += ["", "kept fraction per level: " + "  ".join(f"P{3 + i} {100 * k:.3f}%"
                                                        for i, k in enumerate(kept))]
-    return lines
+    return lines + precision_lines(results)
+
+
+def precision_lines(results: list[ViewResult]) -> list[str]:
+    """With --compare-precision: how far the other precision's scores move from fp32's."""
+    changes = [r.score_change for r in results if r.score_change is not None]
+    if not changes:
+        return []
+
+    def worst(key):
+        return max(abs(c[key]) for c in changes)
+
+    def mean(key):
+        return float(np.mean([abs(c[key]) for c in changes]))
+
+    return ["", f"{'scores vs fp32 teacher':<26} {'worst view':>11} {'mean':>11}",
+            f"{'|q - q_fp32| max':<26} {worst('max_abs'):>11.2e} {mean('max_abs'):>11.2e}",
+            f"{'|q - q_fp32| mean':<26} {worst('mean_abs'):>11.2e} {mean('mean_abs'):>11.2e}",
+            f"{'crossing the threshold':<26} {worst('crossed'):>11.4%} {mean('crossed'):>11.4%}",
+            f"{'|normaliser rel change|':<26} {worst('normalizer_rel'):>11.4%} "
+            f"{mean('normalizer_rel'):>11.4%}"]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _worst(results: list[ViewResult], decoder: str) -> tuple[float, float]:
+    """(worst |ADL rel error|, worst gradient cosine) of a decoder over views and students."""
+    return (max(abs(r.errors[(s, decoder)][0]) for r in results for s in STUDENTS),
+            min(r.errors[(s, decoder)][1] for r in results for s in STUDENTS))
 
 
 def verdict_lines(results: list[ViewResult]) -> list[str]:
-    worst_err = max(abs(r.errors[(s, "codec")][0]) for r in results for s in STUDENTS)
-    worst_cos = min(r.errors[(s, "codec")][1] for r in results for s in STUDENTS)
+    worst_err, worst_cos = _worst(results, "codec")
     ratio = sum(2 * r.entries for r in results) / sum(r.payload_bytes for r in results)
     stored = sum(2 * r.entries for r in results) / sum(r.stored_bytes for r in results)
-
-    def met(ok):
-        return "met" if ok else "NOT met"
-
-    return [f"target |ADL rel err| <= {ADL_TARGET:.1%} on every view: "
-            f"{met(worst_err <= ADL_TARGET)} (worst {worst_err:.4%})",
-            f"target grad cosine >= {COSINE_TARGET} on every view: "
-            f"{met(worst_cos >= COSINE_TARGET)} (worst {worst_cos:.6f})",
-            f"target payload >= {RATIO_TARGET:.0f}x smaller than dense fp16: "
-            f"{met(ratio >= RATIO_TARGET)} ({ratio:.1f}x; {stored:.1f}x as stored: with the "
-            f"npy/tar overhead of the scores member, two views per image)"]
+    lines = [f"target |ADL rel err| <= {ADL_TARGET:.1%} on every view: "
+             f"{_met(worst_err <= ADL_TARGET)} (worst {worst_err:.4%})",
+             f"target grad cosine >= {COSINE_TARGET} on every view: "
+             f"{_met(worst_cos >= COSINE_TARGET)} (worst {worst_cos:.6f})",
+             f"target payload >= {RATIO_TARGET:.0f}x smaller than dense fp16: "
+             f"{_met(ratio >= RATIO_TARGET)} ({ratio:.1f}x; {stored:.1f}x as stored: with the "
+             f"npy/tar overhead of the scores member, two views per image)"]
+    others = [name for _, name in results[0].errors if name.endswith(" codec")]
+    for name in dict.fromkeys(others):
+        err, cos = _worst(results, name)
+        lines.append(f"{name.split()[0]} cache against the fp32 teacher: |ADL rel err| <= "
+                     f"{ADL_TARGET:.1%} {_met(err <= ADL_TARGET)} (worst {err:.4%}; the fp32 cache "
+                     f"{worst_err:.4%}), grad cosine >= {COSINE_TARGET} {_met(cos >= COSINE_TARGET)} "
+                     f"(worst {cos:.6f}; the fp32 cache {worst_cos:.6f})")
+    return lines
 
 
 @click.command(name="codec_quality")
@@ -201,11 +278,14 @@ def verdict_lines(results: list[ViewResult]) -> list[str]:
               help="Codec threshold to try (default: the codec's own, what cache-logits uses).")
 @click.option("--value-bits", type=click.IntRange(8, 16),
               help="Bits per kept score's logit code to try (default: the codec's own).")
+@click.option("--compare-precision", type=click.Choice(("bf16", "fp16")),
+              help="Also run the teacher at this precision (cache-logits --precision) and measure "
+                   "its scores, and the cache of them, against the fp32 teacher's.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the untrained student.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="torch CPU threads.")
 def command(teacher_path, student_path, annotations, images_dir, student_config, min_size,
-            max_size, views, limit, threshold, value_bits, seed, threads):
+            max_size, views, limit, threshold, value_bits, compare_precision, seed, threads):
     """Measure how the teacher-score codec changes the adaptive distillation loss and its
     gradient on real teacher outputs, and how small it makes each view (issue 4)."""
     import shards
@@ -220,6 +300,7 @@ def command(teacher_path, student_path, annotations, images_dir, student_config,
     if not views or any(v not in VIEW_FLIPS for v in views):
         raise UserError(f"--views: expected a list of {', '.join(VIEW_FLIPS)}, got '{views}'")
     teacher = Teacher(teacher_path)
+    other_teacher = Teacher(teacher_path, precision=compare_precision) if compare_precision else None
     model, spec = load_model(student_path)
     check_teacher_compatible(teacher.spec, spec, source=student_path)
     torch.manual_seed(seed)
@@ -236,9 +317,11 @@ def command(teacher_path, student_path, annotations, images_dir, student_config,
     click.echo(f"codec_quality: teacher {teacher_path} ({teacher.spec.arch}), student "
                f"{student_path} ({spec.arch}); {len(records)} images x {len(views)} views "
                f"({', '.join(views)}) at min_size {prep.min_size}, max_size {prep.max_size}; "
-               f"codec {codec.params}")
+               f"codec {codec.params}"
+               + (f"; teacher also at {compare_precision}" if compare_precision else ""))
     results = run_views(teacher, (model, spec), (untrained, spec), records, dataset, prep,
-                        codec, views=views, log=lambda m: click.echo(f"  {m}", err=True))
+                        codec, views=views, log=lambda m: click.echo(f"  {m}", err=True),
+                        other_teacher=other_teacher)
     if not results:
         raise UserError(f"{annotations}: no readable images to measure")
     entries = [r.entries for r in results]

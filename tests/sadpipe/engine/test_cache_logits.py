@@ -528,6 +528,43 @@ def test_codec_quality_measures_against_the_reference(teacher, coco):
     assert result.kept_fraction == pytest.approx(kept, rel=1e-12)
 
 
+def test_codec_quality_judges_another_precision_against_fp32(teacher, coco):
+    """--compare-precision: the bf16 teacher's scores, dense and through the codec, each with
+    the normaliser of its own scores, against the fp32 teacher's dense scores (the reference
+    of every row), and how far the scores move; checked with the independent float64 ADL."""
+    from sadpipe.bench import codec_quality
+
+    ann, images = coco
+    image = np.asarray(Image.open(images / "0001.png").convert("RGB"))
+    recipe = make_recipe(student_prep(), image.shape[0], image.shape[1], flip=False)
+    dense, other = (Teacher(teacher, precision=p).views_probs([image], [recipe], student_prep())[0].numpy()
+                    for p in ("fp32", "bf16"))
+    sizes = Teacher(teacher).spec.anchor_layout.level_sizes(tuple(recipe["padded_size"]))
+    codec = shards.SparseCodec()
+    q, q_other = dense.astype(np.float64), other.astype(np.float64)
+    assert not np.array_equal(q, q_other)
+    students = adl_reference.students(q, seed=2)
+    result = codec_quality.measure_view(dense, sizes, codec,
+                                        {k: torch.from_numpy(v) for k, v in students.items()},
+                                        other=("bf16", other))
+    n, n_other = adl_reference.normalizer(q), adl_reference.normalizer(q_other)
+    candidates = {"bf16 dense": q_other,
+                  "bf16 codec": codec.decode(codec.encode(other, sizes)).astype(np.float64)}
+    for student, x in students.items():
+        loss, grad = adl_reference.adl(q, x, n)
+        for name, q_hat in candidates.items():
+            loss_hat, grad_hat = adl_reference.adl(q_hat, x, n_other)
+            cosine = float(np.sum(grad * grad_hat) / np.linalg.norm(grad) / np.linalg.norm(grad_hat))
+            assert result.errors[(student, name)][0] == pytest.approx((loss_hat - loss) / loss, rel=1e-6)
+            assert result.errors[(student, name)][1] == pytest.approx(cosine, rel=1e-9)
+    change = result.score_change
+    assert change["max_abs"] == pytest.approx(np.abs(q_other - q).max(), rel=1e-12)
+    assert change["mean_abs"] == pytest.approx(np.abs(q_other - q).mean(), rel=1e-12)
+    crossed = (q >= codec.threshold) != (q_other >= codec.threshold)
+    assert change["crossed"] == pytest.approx(crossed.mean(), rel=1e-12)
+    assert change["normalizer_rel"] == pytest.approx(n_other / n - 1, rel=1e-6)
+
+
 def test_codec_quality_command_prints_the_table(teacher, coco, student_config, tmp_path):
     from sadpipe.bench.codec_quality import command
 
@@ -542,6 +579,12 @@ def test_codec_quality_command_prints_the_table(teacher, coco, student_config, t
     for row in ("untrained  codec", "trained    drop-to-0", "codec payload", "dense fp16",
                 "kept fraction per level: P3", "target |ADL rel err| <= 0.5% on every view:",
                 "target payload >= 50x smaller than dense fp16:"):
+        assert row in result.output, row
+
+    result = CliRunner().invoke(command, [str(a) for a in args] + ["--compare-precision", "bf16"])
+    assert result.exit_code == 0, result.output
+    for row in ("trained    bf16 dense", "untrained  bf16 codec", "|q - q_fp32| max",
+                "crossing the threshold", "bf16 cache against the fp32 teacher: |ADL rel err| <= 0.5%"):
         assert row in result.output, row
 
     other = make_teacher(tmp_path / "other.pt", categories=CATEGORIES[:1])
