@@ -8,7 +8,9 @@
 * wall time per stage (from state.json: summed over the attempts that made the outputs);
 * the three models' precision-recall curves on one PNG;
 * a gallery (``gallery.png``, :mod:`sadpipe.pipeline.gallery`) of a few validation images as
-  each model sees them and of the teacher's pseudo-labels, when the stages drew pictures.
+  each model sees them and of the teacher's pseudo-labels, when the stages drew pictures;
+* the students' training curves (``training_curves.png``,
+  :mod:`sadpipe.pipeline.training_curves`), when they were trained in the pipeline.
 
 Metrics in ``report.json`` are fractions (as in metrics.json); ``report.md`` shows percent.
 """
@@ -25,6 +27,7 @@ from sadpipe.pipeline.gallery import GALLERY_PNG, find_pictures, write_gallery
 from sadpipe.pipeline.report_spec import CACHE_OUTPUT, LIVE_ROLE, ROLES
 from sadpipe.pipeline.spec import Pipeline
 from sadpipe.pipeline.state import RunState
+from sadpipe.pipeline.training_curves import CURVES_PNG, find_training_runs, write_training_curves
 from sadpipe.pipeline.work import UNIT_NAMES, image_counts, stage_work
 from sadpipe.validation import is_finite_number
 
@@ -39,11 +42,16 @@ CACHE_SIZES = ("payload_bytes_per_view", "dense_fp16_bytes_per_view")
 
 
 def write_report(pipeline: Pipeline, state: RunState) -> list[Path]:
-    """Write the report files (each atomically): report.json, report.md, pr_curves.png and,
-    when the stages drew pictures, gallery.png (a stale one is removed); returns their
-    paths."""
+    """Write the report files (each atomically): report.json, report.md, pr_curves.png,
+    when the stages drew pictures gallery.png, and when the students were trained in the
+    pipeline training_curves.png (a stale picture is removed); returns their paths."""
     pictures = find_pictures(pipeline)
-    report = build_report(pipeline, state, pictures=pictures)
+    runs = find_training_runs(pipeline)
+    curves_png = pipeline.workdir / CURVES_PNG
+    training = write_training_curves(runs, ROLE_TITLES, curves_png) if runs else None
+    if training is None and curves_png.exists():
+        curves_png.unlink()
+    report = build_report(pipeline, state, pictures=pictures, training=training)
     curves = {ROLE_TITLES[role]:
               read_pr_curve(pipeline.stage(entry.eval_stage).outputs["pr_curve"])
               for role, entry in pipeline.report.models.items()}
@@ -55,15 +63,19 @@ def write_report(pipeline: Pipeline, state: RunState) -> list[Path]:
         paths.append(gallery)
     elif gallery.exists():
         gallery.unlink()
+    if training is not None:
+        paths.append(curves_png)
     with atomic_path(paths[1]) as tmp:
         tmp.write_text(format_markdown(report))
     write_json(paths[0], report)
     return paths
 
 
-def build_report(pipeline: Pipeline, state: RunState, *, pictures: dict | None = None) -> dict:
+def build_report(pipeline: Pipeline, state: RunState, *, pictures: dict | None = None,
+                 training: dict | None = None) -> dict:
     """The report as a JSON-able dict (what ``report.json`` holds); ``pictures``: the
-    gallery's, from :func:`sadpipe.pipeline.gallery.find_pictures`."""
+    gallery's, from :func:`sadpipe.pipeline.gallery.find_pictures`; ``training``: the
+    students' runs, from :func:`sadpipe.pipeline.training_curves.write_training_curves`."""
     spec = pipeline.report
     models = {role: {"model": entry.model, "stage": entry.eval_stage,
                      **model_metrics(pipeline.stage(entry.eval_stage).outputs["metrics"])}
@@ -81,6 +93,7 @@ def build_report(pipeline: Pipeline, state: RunState, *, pictures: dict | None =
         "stages": stages,
         "total_wall_s": round(sum(s["wall_s"] or 0.0 for s in stages), 3),
         "gallery": gallery_files(pictures, pipeline.workdir),
+        "training_curves": None if training is None else {"file": CURVES_PNG, "runs": training},
     }
 
 
@@ -220,8 +233,24 @@ def format_markdown(report: dict) -> str:
                      f"{row['attempts']} | {wall} | {work} | {rate} |")
     lines += [f"| | total | | | | {format_duration(report['total_wall_s'])} | | |", "",
               f"![precision-recall curves of the three models]({PR_PNG})", ""]
+    lines += _curves_lines(report.get("training_curves"))
     lines += _gallery_lines(report.get("gallery"))
     return "\n".join(lines)
+
+
+def _curves_lines(curves: dict | None) -> list[str]:
+    if curves is None:
+        return []
+    lines = ["## Training curves", "", "Loss terms, learning rate and val AP (`train.eval_period`; "
+             "none when 0) of the students against iterations.", "",
+             "| Student | Iterations | Last loss | Best val AP | At iteration |",
+             "|---|---:|---:|---:|---:|"]
+    for role, run in curves["runs"].items():
+        loss = UNDEFINED if run["last_loss"] is None else f"{run['last_loss']:.4f}"
+        at = UNDEFINED if run["best_iteration"] is None else str(run["best_iteration"])
+        lines.append(f"| {ROLE_TITLES[role]} | {run['iterations']} | {loss} | "
+                     f"{_pct(run['best_val_AP'])} | {at} |")
+    return lines + ["", f"![training curves of the students]({curves['file']})", ""]
 
 
 def _gallery_lines(gallery: dict | None) -> list[str]:

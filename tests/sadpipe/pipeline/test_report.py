@@ -299,3 +299,44 @@ def test_bad_paper_row(tmp_path, paper):
     path.write_text(PIPELINE + f"paper = {paper}\n")
     with pytest.raises(UserError, match=r"report\.paper: must be"):
         load_pipeline(path, workdir=tmp_path / "w")
+
+
+def test_students_training_curves(tmp_path):
+    """The runs of the students' evaluated checkpoints (their metrics.jsonl) are drawn into
+    training_curves.png and summed up in the report; the teacher's run is not a student's."""
+    text = PIPELINE
+    for stage, run in (("eval_t", "teacher"), ("eval_b", "student"), ("eval_d", "student_sad")):
+        text = text.replace(f'name = "{stage}"\ncommand = "eval"\nargs = []',
+                            f'name = "{stage}"\ncommand = "eval"\n'
+                            f'args = ["--checkpoint", "${{workdir}}/{run}/model_final.pt"]')
+    pipeline, state = _reported(tmp_path, text)
+    logs = {"teacher": [{"iteration": 5, "loss": 9.0}],
+            "student": [{"iteration": 2, "lr": 0.01, "loss": 2.0}, {"iteration": 4, "lr": 0.01, "loss": 1.5},
+                        {"iteration": 4, "val_AP": 0.12}],
+            "student_sad": [{"iteration": 2, "lr": 0.01, "loss": 3.0, "loss_adl": 0.5},
+                            {"iteration": 2, "val_AP": 0.2}, {"iteration": 4, "lr": 0.01, "loss": 2.5},
+                            {"iteration": 4, "val_AP": 0.18}]}
+    for run, records in logs.items():
+        (pipeline.workdir / run).mkdir(parents=True)
+        (pipeline.workdir / run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    paths = write_report(pipeline, state)
+    assert paths[-1] == pipeline.workdir / "training_curves.png"
+    assert paths[-1].read_bytes()[:4] == b"\x89PNG"
+    curves = json.loads(paths[0].read_text())["training_curves"]
+    assert curves["file"] == "training_curves.png"
+    assert curves["runs"] == {
+        "baseline": {"metrics": str(pipeline.workdir / "student" / "metrics.jsonl"), "iterations": 4,
+                     "last_loss": 1.5, "best_val_AP": 0.12, "best_iteration": 4},
+        "distilled": {"metrics": str(pipeline.workdir / "student_sad" / "metrics.jsonl"), "iterations": 4,
+                      "last_loss": 2.5, "best_val_AP": 0.2, "best_iteration": 2}}
+    markdown = paths[1].read_text()
+    assert "| baseline student | 4 | 1.5000 | 12.0 | 4 |" in markdown
+    assert "| distilled student (SAD) | 4 | 2.5000 | 20.0 | 2 |" in markdown
+    assert "](training_curves.png)" in markdown
+
+    for run in ("student", "student_sad"):       # runs gone: so are the curves
+        (pipeline.workdir / run / "metrics.jsonl").unlink()
+    write_report(pipeline, state)
+    assert not (pipeline.workdir / "training_curves.png").exists()
+    assert json.loads(paths[0].read_text())["training_curves"] is None
