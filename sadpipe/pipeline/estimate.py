@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sadpipe.pipeline.state import DONE, RunState
-from sadpipe.pipeline.work import image_counts, stage_work
+from sadpipe.pipeline.work import eval_work, image_counts, stage_work
 
 # Seconds per unit of work on the reference machine (2 threads), measured with `sadpipe demo
 # --seed 0` (README, "Measured results": (wall time - STAGE_START_S) / work); the key is
@@ -78,7 +78,9 @@ def estimate_seconds(pipeline, *, speed: float | None = None) -> list[StageEstim
             continue
         kind, units = stage_work(stage, counts, pipeline)
         key = kind if kind in REFERENCE_SECONDS else ("train", "toy_teacher")  # a larger model
-        out.append(StageEstimate(stage.name, speed * (STAGE_START_S + units * REFERENCE_SECONDS[key])))
+        seconds = STAGE_START_S + units * REFERENCE_SECONDS[key]
+        seconds += eval_work(stage, counts) * REFERENCE_SECONDS[("eval", None)]  # train.eval_period
+        out.append(StageEstimate(stage.name, speed * seconds))
     return out
 
 

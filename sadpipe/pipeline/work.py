@@ -48,8 +48,7 @@ def stage_work(stage: Stage, counts: dict, pipeline) -> tuple[tuple, float]:
         return (stage.command, None), float(sum(counts.values()))
     options = command_options(stage)
     if stage.command == "train":
-        overrides = tuple(o for o in options["overrides"] if not o.startswith(("data.", "model.body")))
-        cfg = load_config(options["config_path"], overrides)
+        cfg = train_config(options)
         arch = cfg["model"]["arch"] + (DISTILL if options["teacher_shards"] else "")
         return ("train", arch), float(cfg["solver"]["max_iter"] * cfg["solver"]["images_per_batch"])
     if stage.command == "pseudo-label":
@@ -62,3 +61,22 @@ def stage_work(stage: Stage, counts: dict, pipeline) -> tuple[tuple, float]:
     if stage.command == "eval":
         return ("eval", None), float(counts["val"])
     return ("eval", None), 0.0
+
+
+def train_config(options: dict) -> dict:
+    """A train stage's config (its file and ``--set`` overrides, data paths left out: they
+    may not exist before the run)."""
+    overrides = tuple(o for o in options["overrides"] if not o.startswith(("data.", "model.body")))
+    return load_config(options["config_path"], overrides)
+
+
+def eval_work(stage: Stage, counts: dict) -> float:
+    """Val images a train stage evaluates while it trains (``train.eval_period``: the val
+    set every N iterations and after the last); 0 for other stages."""
+    if stage.command != "train":
+        return 0.0
+    cfg = train_config(command_options(stage))
+    period, iterations = cfg["train"]["eval_period"], cfg["solver"]["max_iter"]
+    if period <= 0:
+        return 0.0
+    return float((iterations // period + (iterations % period != 0)) * counts["val"])

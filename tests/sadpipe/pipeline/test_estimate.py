@@ -43,3 +43,17 @@ def test_calibration_measures_this_machine():
     lines = estimate.format_estimate([estimate.StageEstimate("a", 90.0),
                                       estimate.StageEstimate("b", 30.0)])
     assert lines == "estimate: about 2 min for 2 stages on this machine (longest: a, 1.5 min)"
+
+
+def test_evaluations_while_training_are_priced_as_eval(tmp_path):
+    """vars.eval_period = 2 on 5 iterations: the val set after iterations 2, 4 and 5."""
+    counts = ("data.num_train=40", "data.num_unlabeled=60", "data.num_val=10", "vars.student_iters=5")
+    plain = load_pipeline(find_pipeline("toy_sad"), workdir=tmp_path / "a", overrides=counts)
+    watched = load_pipeline(find_pipeline("toy_sad"), workdir=tmp_path / "b",
+                            overrides=(*counts, "vars.eval_period=2"))
+    before = {e.name: e.seconds for e in estimate_seconds(plain, speed=2.0)}
+    after = {e.name: e.seconds for e in estimate_seconds(watched, speed=2.0)}
+    eval_price = REFERENCE_SECONDS[("eval", None)]
+    assert after["student"] - before["student"] == pytest.approx(2.0 * 3 * 10 * eval_price)
+    assert {k: v for k, v in after.items() if k not in ("student", "student_sad")} == \
+        {k: v for k, v in before.items() if k not in ("student", "student_sad")}

@@ -44,7 +44,7 @@ def _run(workdir, *extra):
 
 def test_embedded_pipeline_end_to_end(tmp_path):
     workdir = tmp_path / "demo"
-    result = _run(workdir)
+    result = _run(workdir, "vars.eval_period=1")          # the students' val AP at each step
     assert result.exit_code == 0, result.output
     state = json.loads((workdir / "state.json").read_text())["stages"]
     assert list(state) == STAGES
@@ -70,9 +70,10 @@ def test_embedded_pipeline_end_to_end(tmp_path):
         "student_distilled_AP", "gain_over_baseline_AP", "gap_to_teacher_AP"}
     for role, stage in (("teacher", "eval_teacher"), ("baseline", "eval_student"),
                         ("distilled", "eval_student_sad")):
-        metrics = json.loads((workdir / "eval" / stage[5:] / "metrics.json").read_text())["bbox"]
-        assert report["models"][role] == {"model": report["models"][role]["model"],
-                                          "stage": stage, **{k: metrics[k] for k in STATS}}
+        eval_metrics = json.loads((workdir / "eval" / stage[5:] / "metrics.json").read_text())
+        assert report["models"][role] == {"model": report["models"][role]["model"], "stage": stage,
+                                          **{k: eval_metrics["bbox"][k] for k in STATS},
+                                          "images_per_s": eval_metrics["inference"]["images_per_s"]}
     for cache in ("cache_labeled", "cache_pseudo"):
         manifest = json.loads((workdir / "cache" / cache[6:] / "manifest.json").read_text())
         assert report["caches"][cache]["samples"] == manifest["totals"]["samples"] > 0
@@ -92,8 +93,20 @@ def test_embedded_pipeline_end_to_end(tmp_path):
                for role in ("teacher", "baseline", "distilled"))
     assert (workdir / "gallery.png").read_bytes()[:4] == b"\x89PNG"
     assert "](gallery.png)" in markdown
+    # the students' training curves, from their runs' metrics.jsonl: val AP after both steps
+    runs = report["training_curves"]["runs"]
+    assert list(runs) == ["baseline", "distilled"]
+    for role, run in (("baseline", "student"), ("distilled", "student_sad")):
+        records = [json.loads(line) for line in (workdir / run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["iteration"] for r in records if "val_AP" in r] == [1, 2]
+        best = max((r for r in records if "val_AP" in r), key=lambda r: r["val_AP"])
+        assert runs[role]["best_val_AP"] == best["val_AP"]
+        assert runs[role]["best_iteration"] == best["iteration"]
+        assert (workdir / run / "model_best.pt").is_file() and (workdir / run / "curves.png").is_file()
+    assert (workdir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](training_curves.png)" in markdown
 
-    again = _run(workdir)
+    again = _run(workdir, "vars.eval_period=1")
     assert again.exit_code == 0, again.output
     assert "0 of 10 stages ran" in again.output
 
