@@ -24,7 +24,7 @@ Layout (see ``pipelines/toy_sad.toml`` for a complete example)::
     nproc = 1                        # > 1: run under torch.distributed.run
     given = { model = "${data.teacher_checkpoint}" }  # all non-empty: not run, outputs given
 
-    [report]                         # see sadpipe.pipeline.report
+    [report]                         # see sadpipe.pipeline.report; ${...} in model names
 
 References (``sadpipe.pipeline.references``): ``${workdir}``, ``${pipeline_dir}`` (the folder
 of the pipeline file), ``${zoo_dir}`` (the model zoo, :mod:`sadpipe.zoo`), ``${data.KEY}``,
@@ -119,10 +119,26 @@ def load_pipeline(path, *, workdir=None, overrides: tuple[str, ...] = ()) -> Pip
         stages.append(_resolve_stage(table, context, workdir))  # adds its outputs to values
     return Pipeline(name=name, description=description, path=path, workdir=workdir,
                     stages=tuple(stages),
-                    report=parse_report(raw.get("report"), stages, where=where))
+                    report=parse_report(_report_names(raw.get("report"), values, where), stages,
+                                        where=where))
 
 
 # ---- file level
+
+def _report_names(section, values: dict, where: str):
+    """``[report]`` with the references in its models' names substituted (e.g. a student
+    named after ``${vars.student_arch}``); anything else is left to ``parse_report``."""
+    if not isinstance(section, dict):
+        return section
+    out = dict(section)
+    for role, entry in section.items():
+        if isinstance(entry, dict) and isinstance(entry.get("model"), str):
+            try:
+                out[role] = {**entry, "model": substitute(entry["model"], values)}
+            except BadReference as err:
+                raise fail(where, f"report.{role}.model", str(err)) from None
+    return out
+
 
 def _header(raw: dict, path: Path) -> tuple[str, str]:
     """(name, description) from ``[pipeline]``; also refuses unknown sections."""

@@ -192,8 +192,18 @@ BROKEN = [
      "vars.sizes: must be a string, number or boolean, or a list of them"),
     (PIPELINE.replace("iters = 4", "iters = 4\nsteps = [[1], [2]]"),
      "vars.steps: must be a string, number or boolean, or a list of them"),
+    (PIPELINE.replace('model = "tiny B"', 'model = "tiny ${vars.arch}"'),
+     "report.baseline.model: unknown reference ${vars.arch}"),
     ("x = [", "not valid TOML"),
 ]
+
+
+def test_report_model_names_take_references(tmp_path):
+    path = write_tiny_pipeline(tmp_path / "p")
+    path.write_text(path.read_text().replace('model = "tiny B"', 'model = "tiny ${vars.iters} iterations"'))
+    pipeline = load_pipeline(path, workdir=tmp_path / "w", overrides=("vars.iters=7",))
+    assert pipeline.report.models["baseline"].model == "tiny 7 iterations"
+    assert pipeline.report.models["teacher"].model == "tiny A"
 
 
 @pytest.mark.parametrize("text, message", BROKEN)
