@@ -83,14 +83,17 @@ class Sizes:
     batch: int                  # images per training step and per teacher batch
     toy_sizes: tuple[int, int]  # short side, long-side cap of the toy student's inputs
     r50_sizes: tuple[int, int]
+    r50_divisibility: int       # input.size_divisibility of the R-50 (0: its coarsest stride, 128)
     workers: int                # DataLoader workers of the training runs
 
 
 GPU_SIZES = Sizes(kernels=((1_000, 80), (110_000, 80), (1_760_000, 80)),
                   timing=((110_000, 80), (1_760_000, 80)), repeats=5, images=64, toy_iters=40,
-                  r50_iters=20, batch=8, toy_sizes=(160, 224), r50_sizes=(600, 1000), workers=4)
+                  r50_iters=20, batch=8, toy_sizes=(160, 224), r50_sizes=(600, 1000), r50_divisibility=0,
+                  workers=4)
 DRY_SIZES = Sizes(kernels=((64, 8), (1_000, 10)), timing=((1_000, 10),), repeats=1, images=2,
-                  toy_iters=2, r50_iters=1, batch=2, toy_sizes=(64, 96), r50_sizes=(64, 96), workers=0)
+                  toy_iters=2, r50_iters=1, batch=2, toy_sizes=(64, 96), r50_sizes=(64, 96),
+                  r50_divisibility=32, workers=0)
 
 
 @dataclass(frozen=True)
@@ -253,7 +256,7 @@ def train_config(ctx: Context, arch: str, amp: str, device: str) -> dict:
                  f"train.checkpoint_period={iters + 1}"]
     if not toy:
         overrides += [f"model.arch={json.dumps(arch)}", "model.pretrained=false", "solver.warmup_iters=0",
-                      "solver.clip_grad_norm=10.0"]
+                      "solver.clip_grad_norm=10.0", f"input.size_divisibility={s.r50_divisibility}"]
     return load_config(SHIPPED_DIR / "toy_student.toml" if toy else None, tuple(overrides))
 
 

@@ -1,6 +1,7 @@
 """Mixed precision on CPU: a bf16 training step against fp32, fp16 loss scaling and its
 non-finite stop, the teacher's precision recorded in the cache and checked by training,
 ``--precision`` of the inference commands, and pinned batches for a CUDA device."""
+import inspect
 import json
 
 import pytest
@@ -9,9 +10,11 @@ from click.testing import CliRunner
 
 from sadpipe.commands.cache_logits import command as cache_command
 from sadpipe.commands.evaluate import command as eval_command
+from sadpipe.commands.pseudo_label import command as pseudo_label_command
 from sadpipe.commands.train import command as train_command
 from sadpipe.config import load_config
 from sadpipe.data.coco import read_coco_json
+from sadpipe.engine import cache_logits, inference, pseudo_label
 from sadpipe.engine.distributed import DistInfo
 from sadpipe.engine.precision import grad_scaler
 from sadpipe.engine.run_dir import RunDir
@@ -23,14 +26,20 @@ from sadpipe.engine.trainer import model_spec_from_config, step_losses, update
 from sadpipe.errors import UserError
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.distill import to_batch_layout
-from tests.sadpipe.conftest import assert_one_line_error, tiny_train_overrides, write_tiny_coco
+from tests.sadpipe.conftest import (
+    assert_one_line_error,
+    make_tiny_checkpoint,
+    tiny_train_overrides,
+    write_tiny_coco,
+)
 from tests.sadpipe.engine.test_cache_logits import make_teacher
 
 # A training step of the zoo-pretrained toy student (tiny batches of 2 images, a random
 # teacher for the ADL) in bf16 against fp32, measured over seeds 0-5 of this setting (with
-# AVX-512 and with AVX2 kernels alike): loss terms within 4.7e-3 relative (box; focal 1.6e-3, ADL 5.0e-4), the whole
-# gradient within 7.3e-2 of its norm, cosine >= 0.99736. bf16 keeps 8 bits of mantissa, so
-# the body's gradient (a sum of many rounded terms) moves most. Tolerances: ~3x those.
+# AVX-512 and with AVX2 kernels alike): loss terms within 4.7e-3 relative (box; focal
+# 1.6e-3, ADL 5.0e-4), the whole gradient within 7.3e-2 of its norm, cosine >= 0.99736.
+# bf16 keeps 8 bits of mantissa, so the body's gradient (a sum of many rounded terms) moves
+# most. Tolerances: ~3x those.
 BF16_LOSS_RTOL = 1.5e-2
 BF16_GRAD_RTOL = 0.2
 BF16_GRAD_COSINE = 0.99
@@ -213,6 +222,34 @@ def test_caches_made_before_the_precision_was_recorded_ran_in_fp32():
     with pytest.raises(UserError, match="old: teacher.precision: shards have 'fp32', training "
                                         "expects 'bf16'"):
         check_teacher_precision("old", header, "bf16")
+
+
+def test_inference_commands_run_their_model_at_the_precision_given(tmp_path):
+    """--precision reaches the network (bf16 moves the scores) and is recorded: in the
+    pseudo-labels' info and in eval's metrics; fp32 is every command's and engine's default."""
+    ann, images = write_tiny_coco(tmp_path / "data", num_images=2)
+    checkpoint = make_tiny_checkpoint(tmp_path / "m.pt")
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"pseudo_{precision}.json"
+        result = CliRunner().invoke(pseudo_label_command, [
+            "--teacher", str(checkpoint), "--images", str(images), "--out", str(out), "--device", "cpu",
+            "--score-thresh", "0.05", "--precision", precision, "--quiet"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        assert data["info"]["teacher_precision"] == precision
+        scores[precision] = [a["score"] for a in data["annotations"]]
+        result = CliRunner().invoke(eval_command, [
+            "--checkpoint", str(checkpoint), "--annotations", str(ann), "--images", str(images),
+            "--out", str(tmp_path / f"eval_{precision}"), "--precision", precision, "--quiet"])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tmp_path / f"eval_{precision}" / "metrics.json").read_text())
+        assert metrics["inference"]["precision"] == precision
+    assert scores["fp32"] and scores["bf16"] != scores["fp32"]
+    engines = (pseudo_label.pseudo_label, inference.detect_dataset, cache_logits.cache_logits)
+    assert {inspect.signature(f).parameters["precision"].default for f in engines} == {"fp32"}
+    commands = (pseudo_label_command, eval_command, cache_command)
+    assert {next(o.default for o in c.params if o.name == "precision") for c in commands} == {"fp32"}
 
 
 def test_eval_precision_only_with_a_checkpoint(tmp_path):
