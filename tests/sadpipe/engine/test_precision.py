@@ -190,7 +190,7 @@ def caches(tmp_path_factory):
     root = tmp_path_factory.mktemp("precision")
     teacher = make_teacher(root / "teacher.pt")
     ann, images = write_tiny_coco(root / "data", num_images=PRECISION_SHARDS)
-    return {"ann": ann, "images": images,
+    return {"ann": ann, "images": images, "teacher": teacher,
             "fp32": _cache(teacher, ann, images, root / "fp32"),
             "bf16": _cache(teacher, ann, images, root / "bf16", "--precision", "bf16")}
 
@@ -214,6 +214,21 @@ def test_cache_records_its_teacher_precision_and_training_checks_it(caches, tmp_
     assert_one_line_error(result, "teacher.precision: shards have 'fp32', training expects 'bf16'")
     result = _train_from(caches, caches["bf16"], tmp_path / "run", "distill.teacher_precision=bf16")
     assert result.exit_code == 0, result.output
+
+
+def test_live_teacher_runs_at_distill_teacher_precision(caches, tmp_path):
+    teacher = caches["teacher"]
+    adl = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        args = ["--config", "/dev/null", "--out", str(out), "--teacher", str(teacher)]
+        for item in tiny_train_overrides(caches["ann"], caches["images"], **{
+                "solver.max_iter": 1, "distill.teacher_precision": precision}):
+            args += ["--set", item]
+        result = CliRunner().invoke(train_command, args)
+        assert result.exit_code == 0, result.output
+        adl[precision] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["loss_adl"]
+    assert adl["bf16"] != adl["fp32"] and adl["bf16"] == pytest.approx(adl["fp32"], rel=BF16_LOSS_RTOL)
 
 
 def test_caches_made_before_the_precision_was_recorded_ran_in_fp32():
