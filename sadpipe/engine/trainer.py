@@ -224,8 +224,8 @@ def update(loss: torch.Tensor, model, optimizer, solver: SolverSettings, scaler=
     if solver.clip_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
     if scaler.get_scale() <= MIN_LOSS_SCALE:
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        check_finite({"grad_norm": torch.nn.utils.get_total_norm(grads)}, iteration, run, dist)
+        norms = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+        check_finite({"grad_norm": torch.linalg.vector_norm(torch.stack(norms))}, iteration, run, dist)
     scaler.step(optimizer)   # skipped when the gradient is not finite
     scaler.update()
 
