@@ -167,7 +167,8 @@ def train(cfg: dict, out_dir, *, resume: bool = False, teacher_shards=None, pseu
                                     teacher_path=teacher_path)
         save_checkpoint(run.final_model, spec, _unwrap(model), config=cfg, provenance=provenance)
         log.info("wrote %s", run.final_model)
-        run.write_curves()
+        if evaluator is None:   # else drawn by the evaluation after the last iteration
+            run.write_curves()
     return run
 
 
