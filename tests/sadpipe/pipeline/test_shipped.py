@@ -34,7 +34,8 @@ def arg(stage, flag: str) -> str:
 
 
 def test_shipped_pipelines_are_found_in_the_package():
-    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", "toy_zoo", "toy_paper", *PAPER}
+    assert set(shipped_pipelines()) == {"toy_sad", "custom_sad", "custom_sad_gpu", "toy_zoo", "toy_paper",
+                                        *PAPER}
     assert SHIPPED_DIR.resolve() == REPO_PIPELINES.resolve()  # sadpipe/pipelines -> ../pipelines
     assert find_pipeline("toy_sad") == SHIPPED_DIR / "toy_sad.toml"
     assert find_pipeline("coco_r50_from_r101.toml") == SHIPPED_DIR / "coco_r50_from_r101.toml"
@@ -90,7 +91,7 @@ def test_release_teacher_fits_every_coco_model(name, tmp_path):
         check_teacher_compatible(release, spec, source=stage_name)
 
 
-@pytest.mark.parametrize("name", ["toy_sad", "custom_sad", *sorted(PAPER)])
+@pytest.mark.parametrize("name", ["toy_sad", "custom_sad", "custom_sad_gpu", *sorted(PAPER)])
 def test_wiring_between_stages(name, tmp_path):
     pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w")
     data, stage = pipeline.stages[0], pipeline.stage
@@ -116,7 +117,7 @@ def test_wiring_between_stages(name, tmp_path):
         assert all(pipeline.workdir in p.parents for p in s.clean)
 
 
-@pytest.mark.parametrize("name", ["toy_sad", "custom_sad", *sorted(PAPER)])
+@pytest.mark.parametrize("name", ["toy_sad", "custom_sad", "custom_sad_gpu", *sorted(PAPER)])
 def test_given_teacher_skips_teacher_training(name, tmp_path):
     ckpt = tmp_path / "teacher.pt"
     pipeline = load_pipeline(find_pipeline(name), workdir=tmp_path / "w",
