@@ -74,8 +74,9 @@ def test_eval_period_needs_a_val_set_of_the_same_categories(tiny_coco, tmp_path)
     for a in other["annotations"]:
         a["category_id"] = 77 if a["category_id"] == 2 else a["category_id"]
     (tmp_path / "other.json").write_text(json.dumps(other))
-    result = _train(ann, images, tmp_path / "b", f"data.val_annotations={json.dumps(str(tmp_path / 'other.json'))}",
-                    f"data.val_images={json.dumps(str(images))}", **{"train.eval_period": 2})
+    other_val = f"data.val_annotations={json.dumps(str(tmp_path / 'other.json'))}"
+    result = _train(ann, images, tmp_path / "b", other_val, f"data.val_images={json.dumps(str(images))}",
+                    **{"train.eval_period": 2})
     assert_one_line_error(result, "other.json: data.val_annotations has category ids [5, 77]")
     assert not (tmp_path / "b").exists()
 
@@ -83,7 +84,8 @@ def test_eval_period_needs_a_val_set_of_the_same_categories(tiny_coco, tmp_path)
 @pytest.mark.parametrize("records, best", [
     ([], None),
     ([{"iteration": 2, "loss": 1.0}, {"iteration": 2, "val_AP": None}], None),
-    ([{"iteration": 2, "val_AP": 0.1}, {"iteration": 4, "val_AP": 0.3}, {"iteration": 6, "val_AP": 0.2}], 0.3),
+    ([{"iteration": 2, "val_AP": 0.1}, {"iteration": 4, "val_AP": 0.3},
+      {"iteration": 6, "val_AP": 0.2}], 0.3),
 ])
 def test_best_so_far_after_a_resume(records, best):
     """A resumed run takes the best val AP of the metrics it kept (truncated at the resumed

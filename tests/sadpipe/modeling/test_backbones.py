@@ -39,7 +39,8 @@ def fake_imagenet_state(name: str, seed: int) -> dict:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
-                module.running_var.copy_(0.001 + 0.002 * torch.rand(module.running_var.shape, generator=generator))
+                variance = 0.001 + 0.002 * torch.rand(module.running_var.shape, generator=generator)
+                module.running_var.copy_(variance)
                 module.running_mean.normal_(0.0, 0.1, generator=generator)
                 module.weight.copy_(module.running_var.sqrt()
                                     * (0.5 + torch.rand(module.weight.shape, generator=generator)))
