@@ -45,7 +45,10 @@ def command(config_path, out_dir, resume, overrides, teacher_shards, pseudo_shar
     each gets focal + box loss on its (pseudo-)labels plus the adaptive distillation loss.
     Writes the resolved config, one JSON line of metrics per logged step, periodic
     checkpoints (atomically) and model_final.pt, a self-describing checkpoint that
-    `sadpipe eval`, `pseudo-label` and `cache-logits` take as is. Under
+    `sadpipe eval`, `pseudo-label` and `cache-logits` take as is, and curves.png (loss
+    terms, LR, val AP). With train.eval_period = N the val set (data.val_annotations,
+    data.val_images) is evaluated every N iterations and after the last, and
+    model_best.pt keeps the best val AP. Under
     `torchrun --nproc_per_node=K` the global batch (solver.images_per_batch) is split
     over K processes with DistributedDataParallel.
     """
