@@ -13,8 +13,6 @@ from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS, imagenet_weights
 from sadpipe.modeling.retinanet import RetinaNet
 
-pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
-
 STUDENT_ARCHS = ("resnet18", "resnet34", "mobilenet_v3_large", "regnet_x_800mf")
 CLASSIFIERS = ("fc.", "classifier.")          # torchvision's ImageNet heads: not in a detector
 # The feature extractor of torchvision's model: everything before its pooling and classifier.
@@ -78,6 +76,7 @@ def offline_cache(torch_home, monkeypatch):
     return torch_home / "hub" / "checkpoints"
 
 
+@pytest.mark.numerics   # compares against an independent reference (float tolerances)
 @pytest.mark.parametrize("arch", STUDENT_ARCHS)
 def test_imagenet_weights_land_in_the_body(arch, offline_cache):
     spec = ARCHS[arch]

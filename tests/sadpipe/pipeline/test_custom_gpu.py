@@ -51,7 +51,10 @@ def test_dry_run_wires_gpus_size_precision_and_the_teacher_start(tmp_path):
         assert under_torchrun == (stage.name in PARALLEL), stage.name
 
     configs = {name: _train_config(pipeline.stage(name)) for name in TRAIN_STAGES}
-    for name, cfg in configs.items():          # every run at the pipeline's size and precision
+    data = pipeline.stages[0].outputs
+    for name, cfg in configs.items():          # every run at the pipeline's size and precision,
+        assert cfg["data"]["val_annotations"] == str(data["val_annotations"]), name   # watched
+        assert cfg["data"]["val_images"] == str(data["val_images"]) and cfg["train"]["eval_period"] == 500
         assert (cfg["input"]["min_size"], cfg["input"]["max_size"]) == (800, 1333), name
         assert cfg["input"]["train_min_sizes"] == [800] and cfg["solver"]["amp"] == "fp16", name
         assert cfg["train"]["device"] == "auto" and cfg["model"]["pretrained"] is True, name
