@@ -23,7 +23,9 @@ def command(state_dict_path, arch, out_path, min_size, max_size):
       sadpipe import-torchvision tv_r50.pth --out teacher_r50.pt
 
     The converted model gives the same class scores and boxes as torchvision's for every
-    real COCO category.
+    real COCO category. To start a teacher for other classes from it, train with
+    model.init = OUT and model.init_reset_classes = true (a fresh class layer; README, "A
+    teacher for your classes"), e.g. `sadpipe run custom_sad_gpu --set vars.teacher_init=OUT`.
     """
     import torch
 
