@@ -63,3 +63,18 @@ def test_imagenet_body_trains_a_few_steps(arch, hub_cache, tiny_coco, tmp_path, 
     assert not torch.equal(trained[_our_name(last)], imagenet[last])    # trained
     moved = (trained[_our_name(last)] - imagenet[last]).norm() / imagenet[last].norm()
     assert moved < 0.5                                                          # from ImageNet
+
+
+def test_msra_stride_is_refused_for_basic_blocks():
+    """stride_in_1x1 moves a bottleneck's stride to its first 1x1 conv; ResNet-18/34 have no
+    such conv: a one-line error naming the key, not a model built wrong."""
+    from sadpipe.config import load_config
+    from sadpipe.engine.trainer import model_spec_from_config
+    from sadpipe.errors import UserError
+
+    cfg = load_config(None, ("model.arch=resnet18", "model.stride_in_1x1=true"))
+    with pytest.raises(UserError, match="model.stride_in_1x1 exists for bottleneck bodies .* 'resnet18'"):
+        model_spec_from_config(cfg, [{"id": 1, "name": "a"}])
+    cfg = load_config(None, ("model.arch=resnet18", 'model.p6_from="c5"'))   # this one fits
+    model = model_spec_from_config(cfg, [{"id": 1, "name": "a"}]).build()
+    assert model.backbone.fpn.extra_blocks.p6.in_channels == 512        # P6 on C5
