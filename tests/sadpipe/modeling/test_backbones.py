@@ -133,3 +133,21 @@ def test_levels_p3_to_p7(arch):
     strides = (8, 16, 32, 64, 128)          # P3..P7: ceil(side / stride) cells each
     anchors = sum(-(-128 // s) * -(-192 // s) for s in strides) * layout.num_anchors
     assert cls_logits.shape == (1, anchors, 3) and box_deltas.shape == (1, anchors, 4)
+
+
+def test_without_the_file_torchvision_downloads_it_into_the_hub_cache(tmp_path, monkeypatch):
+    """The user's first `model.pretrained = true`: torchvision's URL, into TORCH_HOME's hub
+    cache, its sha256 prefix checked (the download itself is replaced here: no network)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, dst, hash_prefix))
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(OSError, match="no network"):
+        RetinaNet("resnet18", 3, AnchorLayout(), pretrained=True)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    assert calls == [(url, str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"), "f37072fd")]
