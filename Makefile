@@ -23,9 +23,15 @@ demo: install
 # numerics-sensitive tests (pytest -m numerics: two computations that should agree up to
 # float32 rounding) again with torch's and oneDNN's AVX2 kernels, so a
 # tolerance that holds only on one CPU's vector width fails here, not on a user's machine.
+# The tests run in TEST_WORKERS pytest processes (pytest-xdist) of one torch thread each: most
+# of the suite's time is single-threaded (stage processes importing torch, small tensors), so
+# two workers on a 2-core machine take about half the time of one with two threads, and one
+# thread per worker never oversubscribes the cores.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) -q
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests
+	$(PYTEST) tests
 	$(MAKE) --no-print-directory test-numerics CPU_KERNELS=avx2
 
 # CPU_KERNELS = avx2 | default (unvectorised) | native
@@ -34,7 +40,7 @@ ONEDNN_ISA_avx2 := AVX2
 ONEDNN_ISA_default := SSE41
 test-numerics: install
 	$(if $(filter native,$(CPU_KERNELS)),,ATEN_CPU_CAPABILITY=$(CPU_KERNELS) ONEDNN_MAX_CPU_ISA=$(ONEDNN_ISA_$(CPU_KERNELS))) \
-	$(BIN)/python -m pytest tests -m numerics
+	$(PYTEST) tests -m numerics
 
 bench: install
 	$(BIN)/python -m cuda_ops.bench
