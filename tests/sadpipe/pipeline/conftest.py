@@ -118,3 +118,32 @@ def workdir_copy(completed, tmp_path):
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+@pytest.fixture
+def stages_in_process(monkeypatch):
+    """Run each one-process stage inside this test process instead of a child ``python -m
+    sadpipe.cli``: the same command and arguments through the same click entry point, its
+    output into the stage's log, without a fresh interpreter importing torch and torchvision
+    (~4 s per stage). The end-to-end pipeline tests use it to stay within the suite's time;
+    launching, logging and killing real child processes is what tests/sadpipe/pipeline/
+    test_runner.py checks. Stages under torchrun still run as child processes."""
+    import sys
+    import time
+
+    from sadpipe.cli import cli
+    from sadpipe.pipeline import launch, runner
+
+    def run(argv, log, *, append, on_start=None, on_tick=None):
+        if argv[1:3] != ["-m", "sadpipe.cli"]:
+            return launch.run_logged(argv, log, append=append, on_start=on_start, on_tick=on_tick)
+        start = time.monotonic()
+        with monkeypatch.context() as patch:   # the command line a child would see
+            patch.setattr(sys, "argv", ["sadpipe", *argv[3:]])
+            result = CliRunner().invoke(cli, argv[3:], catch_exceptions=False)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a" if append else "w") as out:
+            out.write(f"{launch.LOG_HEADER}in-process: {' '.join(argv)}\n{result.output}")
+        return result.exit_code, time.monotonic() - start
+
+    monkeypatch.setattr(runner, "run_logged", run)

@@ -129,7 +129,7 @@ def test_generated_dataset_is_what_the_test_says(dataset):
     assert EMPTY_IMAGE not in {a["image_id"] for a in train["annotations"]}
 
 
-def test_custom_pipeline_end_to_end(dataset, tmp_path):
+def test_custom_pipeline_end_to_end(dataset, tmp_path, stages_in_process):
     workdir = tmp_path / "work"
     result = custom_run(dataset, workdir)
     assert result.exit_code == 0, result.output

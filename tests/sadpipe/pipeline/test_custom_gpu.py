@@ -96,7 +96,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-def test_cpu_smoke_end_to_end(dataset, tmp_path):
+def test_cpu_smoke_end_to_end(dataset, tmp_path, stages_in_process):
     workdir = tmp_path / "work"
     args = [str(find_pipeline("custom_sad_gpu")), "--workdir", str(workdir)]
     for item in (*_paths(dataset), *CPU_TINY):

@@ -42,7 +42,7 @@ def _run(workdir, *extra):
     return CliRunner().invoke(run_command, args)
 
 
-def test_embedded_pipeline_end_to_end(tmp_path):
+def test_embedded_pipeline_end_to_end(tmp_path, stages_in_process):
     workdir = tmp_path / "demo"
     result = _run(workdir, "vars.eval_period=1")          # the students' val AP at each step
     assert result.exit_code == 0, result.output
@@ -111,7 +111,7 @@ def test_embedded_pipeline_end_to_end(tmp_path):
     assert "0 of 10 stages ran" in again.output
 
 
-def test_embedded_pipeline_trains_its_own_teacher(tmp_path):
+def test_embedded_pipeline_trains_its_own_teacher(tmp_path, stages_in_process):
     workdir = tmp_path / "demo"
     result = _run(workdir, 'data.teacher_checkpoint=""', "data.num_val=2")
     assert result.exit_code == 0, result.output
