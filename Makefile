@@ -28,7 +28,7 @@ demo: install
 # two workers on a 2-core machine take about half the time of one with two threads, and one
 # thread per worker never oversubscribes the cores.
 TEST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) -q
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
 test: install
 	$(BIN)/ruff check .
 	$(PYTEST) tests

@@ -83,7 +83,8 @@ def plot_training_curves(runs: dict[str, list[dict]], path):
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
     if losses and min(losses) > 0:
         axes[0].set_yscale("log")
     if not any(line.get_xdata().size for line in axes[2].lines):
