@@ -99,16 +99,16 @@ class Preprocessing:
 def preprocessing_from_config(cfg: dict) -> Preprocessing:
     """The test-time input of a train config (``[input]``; padding to
     ``input.size_divisibility``, by default the coarsest of ``model.strides``)."""
-    i = cfg["input"]
-    if i["channel_order"] not in CHANNEL_ORDERS:
-        raise UserError(f"config: input.channel_order '{i['channel_order']}' is unknown "
+    input_cfg = cfg["input"]
+    if input_cfg["channel_order"] not in CHANNEL_ORDERS:
+        raise UserError(f"config: input.channel_order '{input_cfg['channel_order']}' is unknown "
                         f"(known: {', '.join(CHANNEL_ORDERS)})")
-    if i["size_divisibility"] < 0:
-        raise UserError(f"config: input.size_divisibility must be >= 0, got {i['size_divisibility']}")
-    return Preprocessing(min_size=i["min_size"], max_size=i["max_size"], mean=tuple(i["mean"]),
-                         std=tuple(i["std"]),
-                         size_divisibility=i["size_divisibility"] or max(cfg["model"]["strides"]),
-                         channel_order=i["channel_order"], pixel_range=i["pixel_range"])
+    if input_cfg["size_divisibility"] < 0:
+        raise UserError(f"config: input.size_divisibility must be >= 0, got {input_cfg['size_divisibility']}")
+    return Preprocessing(min_size=input_cfg["min_size"], max_size=input_cfg["max_size"], mean=tuple(input_cfg["mean"]),
+                         std=tuple(input_cfg["std"]),
+                         size_divisibility=input_cfg["size_divisibility"] or max(cfg["model"]["strides"]),
+                         channel_order=input_cfg["channel_order"], pixel_range=input_cfg["pixel_range"])
 
 
 def renormalize(x: torch.Tensor, source: Preprocessing, target: Preprocessing) -> torch.Tensor:
