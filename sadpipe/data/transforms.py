@@ -105,8 +105,8 @@ def preprocessing_from_config(cfg: dict) -> Preprocessing:
                         f"(known: {', '.join(CHANNEL_ORDERS)})")
     if input_cfg["size_divisibility"] < 0:
         raise UserError(f"config: input.size_divisibility must be >= 0, got {input_cfg['size_divisibility']}")
-    return Preprocessing(min_size=input_cfg["min_size"], max_size=input_cfg["max_size"], mean=tuple(input_cfg["mean"]),
-                         std=tuple(input_cfg["std"]),
+    return Preprocessing(min_size=input_cfg["min_size"], max_size=input_cfg["max_size"],
+                         mean=tuple(input_cfg["mean"]), std=tuple(input_cfg["std"]),
                          size_divisibility=input_cfg["size_divisibility"] or max(cfg["model"]["strides"]),
                          channel_order=input_cfg["channel_order"], pixel_range=input_cfg["pixel_range"])
 
