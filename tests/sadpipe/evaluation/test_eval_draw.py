@@ -8,7 +8,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sadpipe.cli import cli
-from sadpipe.commands import pseudo_label as pseudo_label_command
 from sadpipe.evaluation import pictures
 from sadpipe.evaluation.draw import choose_images, class_colour, picture_name, upscale_factor
 from tests.sadpipe.conftest import assert_one_line_error, make_tiny_checkpoint, write_tiny_coco
@@ -146,7 +145,9 @@ def test_pseudo_label_draw_zero_writes_no_drawings(data, tmp_path):
 
 
 def test_help_text_names_the_faint_floor():
-    assert pseudo_label_command.FAINT_FLOOR == pictures.FAINT_FLOOR
+    """pseudo-label --help states the floor the pictures use (flattened: the text wraps)."""
+    help_text = " ".join(run("pseudo-label", "--help").output.split())
+    assert f"those scoring from {pictures.FAINT_FLOOR:g} up to --score-thresh faint" in help_text
     for command in ("eval", "pseudo-label"):
         result = run(command, "--help")
         assert "--draw N" in result.output and "--draw-seed" in result.output
