@@ -202,6 +202,7 @@ def test_toy_paper_follows_the_papers_protocol(tmp_path):
     assert arg(data, "--num-train") == arg(zoo_data, "--num-train") == "8000"
     assert int(arg(data, "--num-unlabeled")) >= int(arg(data, "--num-train"))
     teacher = train_config(zoo_run.stage("teacher"))["solver"]
+    teacher_loss = train_config(zoo_run.stage("teacher"))["loss"]
     assert paper.stage("teacher").given and paper.stage("teacher").outputs["model"] == zoo.teacher_path()
     configs = {}
     for name in ("student", "student_sad", "student_sad_live"):
@@ -212,6 +213,7 @@ def test_toy_paper_follows_the_papers_protocol(tmp_path):
         assert f"model.body_weights={paper.stage('pretrain_student_body').outputs['body']}" in stage.args
         for key in ("max_iter", "steps", "warmup_iters", "base_lr", "images_per_batch"):
             assert cfg["solver"][key] == teacher[key], key
+        assert cfg["loss"] == teacher_loss        # trained like the teacher
     live_data = configs["student_sad_live"].pop("data")   # the live teacher reads COCO files
     assert live_data["pseudo_annotations"] == str(paper.stage("pseudo_label").outputs["labels"])
     configs["student_sad"].pop("data")
