@@ -3,12 +3,14 @@ ships ImageNet bodies and released teachers.
 
 * ``toy_teacher_body.pt``, ``toy_student_body.pt``: small bodies pretrained on object crops of
   the generator's own ``pretrain`` split (``sadpipe pretrain``); ``model.pretrained = true``
-  loads them for the toy archs.
+  loads them for the toy archs. ``toy_student_mid_body.pt``: the same for the toy paper
+  protocol's student (``pipelines/toy_paper.toml``).
 * ``toy_teacher.pt``: a toy teacher trained long, once (a self-describing sadpipe checkpoint).
 
 Every file records how it was made (``provenance``: the exact command and config, generator
 version, seed, data sizes, iterations or epochs, wall time, and its measured figures).
-``pipelines/toy_zoo.toml`` remakes them all from nothing.
+``pipelines/toy_zoo.toml`` remakes the teacher and the first two bodies from nothing,
+``pipelines/toy_paper.toml`` the toy paper protocol's files.
 """
 from __future__ import annotations
 

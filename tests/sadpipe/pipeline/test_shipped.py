@@ -226,3 +226,21 @@ def test_toy_paper_follows_the_papers_protocol(tmp_path):
         assert arg(paper.stage(cache), "--student-config") == arg(paper.stage("student_sad"), "--config")
     assert set(paper.report.models) == {"teacher", "baseline", "distilled", "distilled_live"}
     assert paper.report.paper["distilled"] == 36.5
+
+
+def test_toy_paper_takes_the_shipped_students_as_given(tmp_path):
+    """By default toy_paper trains its body and students; vars naming the zoo files make
+    those stages given, and the stages after them read the given files."""
+    stages = ("pretrain_student_body", "student", "student_sad")
+    paper = load_pipeline(find_pipeline("toy_paper"), workdir=tmp_path / "p")
+    assert not any(paper.stage(name).given for name in stages)
+    files = {"student_body": "toy_student_mid_body.pt", "student": "toy_student_baseline.pt",
+             "student_sad": "toy_student_sad.pt"}
+    given = load_pipeline(find_pipeline("toy_paper"), workdir=tmp_path / "g", overrides=tuple(
+        f"vars.{var}=${{zoo_dir}}/{file}" for var, file in files.items()))
+    assert all(given.stage(name).given for name in stages)
+    assert given.stage("pretrain_student_body").outputs["body"] == zoo.body_path("toy_student_mid")
+    assert arg(given.stage("eval_student"), "--checkpoint") == str(zoo.ZOO_DIR / files["student"])
+    assert arg(given.stage("eval_student_sad"), "--checkpoint") == str(zoo.ZOO_DIR / files["student_sad"])
+    live = given.stage("student_sad_live")
+    assert not live.given and f"model.body_weights={zoo.body_path('toy_student_mid')}" in live.args

@@ -14,13 +14,20 @@ from sadpipe.pipeline import find_pipeline, load_pipeline
 pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 
 ZOO_PIPELINE = "toy_zoo"
+PAPER_PIPELINE = "toy_paper"   # the toy paper protocol's student body and students
 AP_TOLERANCE = 0.001  # ± 0.1 AP points
 TEACHER_AP_TARGET = 0.35  # the paper's teachers: 36.0 and 36.6 COCO AP
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return load_pipeline(find_pipeline(ZOO_PIPELINE), workdir=tmp_path_factory.mktemp("zoo"))
+def pipelines(tmp_path_factory):
+    return {name: load_pipeline(find_pipeline(name), workdir=tmp_path_factory.mktemp(name))
+            for name in (ZOO_PIPELINE, PAPER_PIPELINE)}
+
+
+@pytest.fixture(scope="module")
+def pipeline(pipelines):
+    return pipelines[ZOO_PIPELINE]
 
 
 def _options(stage) -> dict:
@@ -35,10 +42,14 @@ def _options(stage) -> dict:
     return options
 
 
-@pytest.mark.parametrize("arch", ["toy_teacher", "toy_student"])
-def test_body_provenance_matches_the_zoo_pipeline(arch, pipeline):
+@pytest.mark.parametrize("arch, pipeline_name, stage_name", [
+    ("toy_teacher", ZOO_PIPELINE, "pretrain_teacher_body"),
+    ("toy_student", ZOO_PIPELINE, "pretrain_student_body"),
+    ("toy_student_mid", PAPER_PIPELINE, "pretrain_student_body"),
+])
+def test_body_provenance_matches_its_pipeline(arch, pipeline_name, stage_name, pipelines):
     payload = zoo.read_body_file(zoo.body_path(arch))
-    stage = pipeline.stage(f"pretrain_{arch.removeprefix('toy_')}_body")
+    stage = pipelines[pipeline_name].stage(stage_name)
     provenance, options = payload["provenance"], _options(stage)
     settings = provenance["settings"]
     assert payload["arch"] == settings["arch"] == options["--arch"] == arch
