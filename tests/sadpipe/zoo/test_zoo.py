@@ -1,5 +1,6 @@
 """The toy model zoo: each shipped file's provenance matches the shipped pipeline and configs
-that remake it, and the zoo teacher re-evaluated on the embedded val gives its recorded AP."""
+that remake it, and each trained model re-evaluated on the embedded val gives its recorded AP."""
+import functools
 import shlex
 
 import pytest
@@ -63,58 +64,85 @@ def test_body_provenance_matches_its_pipeline(arch, pipeline_name, stage_name, p
     assert provenance["wall_time_s"] > 0 and 0.0 < provenance["val_accuracy"] <= 1.0
 
 
+# The zoo's trained models: (file, the pipeline and stage that train it, the body it starts from)
+RELEASES = {
+    "toy_teacher.pt": (ZOO_PIPELINE, "teacher", "toy_teacher"),
+}
+PATH_SETTINGS = ("data.train_annotations", "data.train_images", "model.body_weights")
+
+
+@functools.cache
+def _release(name: str) -> dict:
+    return load_checkpoint(zoo.ZOO_DIR / name)
+
+
 @pytest.fixture(scope="module")
 def teacher():
-    return load_checkpoint(zoo.teacher_path())
+    return _release(zoo.TEACHER_FILE)
 
 
-def test_teacher_provenance_matches_the_zoo_pipeline(teacher, pipeline):
-    stage = pipeline.stage("teacher")
-    options = _options(stage)
-    paths = ("data.train_annotations", "data.train_images", "model.body_weights")
-    fixed = [item for item in options["--set"] if item.split("=")[0] not in paths]
+def _ap(release: dict) -> float:
+    return release["provenance"]["eval"]["metrics"]["AP"]
+
+
+@pytest.mark.parametrize("name", RELEASES)
+def test_release_provenance_matches_its_pipeline(name, pipelines):
+    pipeline_name, stage_name, body_arch = RELEASES[name]
+    pipeline, release = pipelines[pipeline_name], _release(name)
+    options = _options(pipeline.stage(stage_name))
+    fixed = [item for item in options["--set"] if item.split("=")[0] not in PATH_SETTINGS]
     expected = load_config(options["--config"], tuple(fixed))
-    config = teacher["config"]
+    config = release["config"]
     for section, values in expected.items():
         for key, value in values.items():
-            if f"{section}.{key}" not in paths:   # a key added since holds its default there
+            if f"{section}.{key}" not in PATH_SETTINGS:  # a key added since holds its default there
                 assert config[section].get(key, DEFAULTS[section][key]) == value, f"{section}.{key}"
 
-    provenance = teacher["provenance"]
+    provenance = release["provenance"]
+    assert shlex.split(provenance["command"])[1] == "train"
     assert provenance["iterations"] == expected["solver"]["max_iter"]
     body = provenance["started_from"]["body_weights"]
-    assert body["sha256"] == file_sha256(zoo.body_path("toy_teacher"))
+    assert body["sha256"] == file_sha256(zoo.body_path(body_arch))
     data = pipeline.stage("data").args
     seed, num_train, num_val = (int(data[data.index(flag) + 1])
                                 for flag in ("--seed", "--num-train", "--num-val"))
-    generator = provenance["data"]["labeled"]["generator"]
-    assert generator["generator_version"] == toy.GENERATOR_VERSION
-    assert generator["seed"] == seed and generator["num_images"]["train"] == num_train
+    labeled = provenance["data"]["labeled"]
+    if "--teacher-shards" in options:     # distilled from the cache: its manifest, not the images
+        assert set(provenance["data"]) == {"labeled", "pseudo"}
+        assert all(len(source["manifest_sha256"]) == 64 for source in provenance["data"].values())
+    else:
+        generator = labeled["generator"]
+        assert generator["generator_version"] == toy.GENERATOR_VERSION
+        assert generator["seed"] == seed and generator["num_images"]["train"] == num_train
     evaluated = provenance["eval"]["dataset"]["generator"]
     assert evaluated["seed"] == seed and evaluated["num_images"]["val"] == num_val
-    assert provenance["wall_time_s"] > 0 and "training" not in teacher
+    assert provenance["wall_time_s"] > 0 and "training" not in release
 
 
 def test_teacher_reaches_the_papers_teacher_level(teacher):
-    assert teacher["provenance"]["eval"]["metrics"]["AP"] >= TEACHER_AP_TARGET
+    assert _ap(teacher) >= TEACHER_AP_TARGET
 
 
-def test_teacher_reevaluated_on_the_embedded_val_gives_its_recorded_ap(teacher, tmp_path):
+@pytest.fixture(scope="module")
+def embedded_val(teacher, tmp_path_factory) -> dict:
+    """The embedded val split the zoo's models were measured on (images depend only on seed
+    and index, so the other splits need not be generated)."""
+    generator = teacher["provenance"]["eval"]["dataset"]["generator"]
+    return toy.generate_toy_dataset(tmp_path_factory.mktemp("val") / "data", seed=generator["seed"],
+                                    num_train=0, num_unlabeled=0,
+                                    num_val=generator["num_images"]["val"], workers=2)["splits"]["val"]
+
+
+@pytest.mark.parametrize("name", RELEASES)
+def test_release_reevaluated_on_the_embedded_val_gives_its_recorded_ap(name, embedded_val):
     from sadpipe.data.coco import CocoDataset, read_coco_json
     from sadpipe.engine.inference import detect_dataset
     from sadpipe.evaluation.coco_eval import run_cocoeval
 
-    generator = teacher["provenance"]["eval"]["dataset"]["generator"]
-    summary = generate_val(tmp_path, generator)
-    annotations, images = summary["annotation_file"], summary["image_dir"]
-    detections = detect_dataset(zoo.teacher_path(), CocoDataset(annotations, images), progress=False)
+    release = _release(name)
+    assert release["provenance"]["eval"]["dataset"]["generator"] == \
+        _release(zoo.TEACHER_FILE)["provenance"]["eval"]["dataset"]["generator"]
+    annotations, images = embedded_val["annotation_file"], embedded_val["image_dir"]
+    detections = detect_dataset(zoo.ZOO_DIR / name, CocoDataset(annotations, images), progress=False)
     ap = run_cocoeval(read_coco_json(annotations), detections).stats[0]
-    assert ap == pytest.approx(teacher["provenance"]["eval"]["metrics"]["AP"], abs=AP_TOLERANCE)
-
-
-def generate_val(root, generator: dict) -> dict:
-    """The embedded val split the teacher was measured on (images depend only on seed and
-    index, so the other splits need not be generated)."""
-    return toy.generate_toy_dataset(root / "data", seed=generator["seed"], num_train=0,
-                                    num_unlabeled=0, num_val=generator["num_images"]["val"],
-                                    workers=2)["splits"]["val"]
+    assert ap == pytest.approx(_ap(release), abs=AP_TOLERANCE)
