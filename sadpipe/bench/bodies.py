@@ -34,19 +34,19 @@ ASPECT = 4 / 3          # width / height of the measured images
 PAD = 32                # input.size_divisibility of pipelines/custom_gpu_*.toml
 
 
-def detector(arch: str, min_size: int) -> Predictor:
-    """An untrained detector of ``arch`` (80 classes) behind sadpipe's predictor."""
+def detector(arch: str, min_size: int) -> tuple[torch.nn.Module, Predictor]:
+    """An untrained detector of ``arch`` (80 classes), and sadpipe's predictor of it."""
     spec = ModelSpec(arch=arch, categories=tuple((i, f"c{i}") for i in range(1, NUM_CLASSES + 1)),
                      anchor_layout=AnchorLayout(),
                      preprocessing=Preprocessing(min_size=min_size, max_size=2 * min_size,
                                                  size_divisibility=PAD))
-    return Predictor(spec.build(), spec)
+    model = spec.build()
+    return model, Predictor(model, spec)
 
 
 def measure(arch: str, images: list[np.ndarray], min_size: int) -> dict:
     """Parameters (body, detector), GFLOPs of one forward pass and median images/s."""
-    predictor = detector(arch, min_size)
-    model = predictor.model
+    model, predictor = detector(arch, min_size)   # counted as built: batch norms unfolded
     batch, _ = predictor.prepare(images[:1])
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

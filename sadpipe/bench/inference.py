@@ -63,21 +63,22 @@ def time_phases(predictor: Predictor, images: list[np.ndarray], batch_size: int)
 def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int,
           repeats: int) -> list[dict]:
     """One row per checkpoint: params, median ms/image per phase, images/s, ratio to the first."""
-    predictors = []
+    predictors, params = [], []
     for path in checkpoints:
         model, spec = load_model(path)
         predictor = Predictor(model, spec)
         time_phases(predictor, images[:batch_size], batch_size)   # warm-up: oneDNN, anchors
         predictors.append(predictor)
+        params.append(sum(p.numel() for p in model.parameters()))   # as trained: norms unfolded
     runs = [[] for _ in checkpoints]
     for _ in range(repeats):   # alternate: a shared CPU slows every model alike
         for predictor, model_runs in zip(predictors, runs):
             model_runs.append(time_phases(predictor, images, batch_size))
     rows = []
-    for path, predictor, model_runs in zip(checkpoints, predictors, runs):
+    for path, predictor, count, model_runs in zip(checkpoints, predictors, params, runs):
         totals = [sum(run.values()) for run in model_runs]
         row = {"checkpoint": str(path), "arch": predictor.spec.arch,
-               "params": sum(p.numel() for p in predictor.model.parameters()),
+               "params": count,
                "images_per_s": len(images) / statistics.median(totals)}
         for phase in PHASES:
             row[f"{phase}_ms"] = 1000 * statistics.median(run[phase] for run in model_runs) / len(images)

@@ -15,6 +15,7 @@ from sadpipe.data.transforms import make_recipe, make_view, pad_batch, untransfo
 from sadpipe.engine.precision import autocast
 from sadpipe.errors import UserError
 from sadpipe.modeling.boxes import BoxConvention
+from sadpipe.modeling.fold import fold_batch_norms
 from sadpipe.modeling.postprocess import postprocess
 from sadpipe.modeling.spec import ModelSpec
 
@@ -26,11 +27,15 @@ class Predictor:
     A call is three steps, which ``python -m sadpipe.bench.inference`` times apart:
     :meth:`prepare` (resize, normalise, pad), :meth:`forward` (the network) and
     :meth:`detections` (decode, clip, NMS). ``precision`` (fp32 | bf16 | fp16) is the network's
-    (:mod:`sadpipe.engine.precision`); decoding and NMS run on its outputs in float32."""
+    (:mod:`sadpipe.engine.precision`); decoding and NMS run on its outputs in float32.
+
+    The network run is a copy of ``model`` with the body's batch norms folded into its
+    convolutions (:func:`~sadpipe.modeling.fold.fold_batch_norms`: the same outputs up to float
+    rounding, one op fewer per convolution); ``model`` itself is not changed."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu",
                  precision: str = FP32):
-        self.model, self.spec, self.device, self.precision = model.eval(), spec, device, precision
+        self.model, self.spec, self.device, self.precision = fold_batch_norms(model), spec, device, precision
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}   # padded (H, W) -> (HWA, 4)
 
     @torch.no_grad()

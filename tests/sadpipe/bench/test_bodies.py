@@ -29,10 +29,10 @@ def test_parameters_and_flops():
     for arch in ("resnet18", "mobilenet_v3_large"):
         image = bodies.np.zeros((64, 85, 3), dtype=bodies.np.uint8)
         rows[arch] = bodies.measure(arch, [image], 64)
-        predictor = bodies.detector(arch, 64)
+        model, predictor = bodies.detector(arch, 64)
         batch, _ = predictor.prepare([image])
         assert rows[arch]["input"] == (64, 96)                  # 85 px padded to 32
-        assert rows[arch]["gflops"] * 1e9 == _conv_flops(predictor.model, batch)
+        assert rows[arch]["gflops"] * 1e9 == _conv_flops(model, batch)
         assert rows[arch]["images_per_s"] > 0
     # the bodies are torchvision's ImageNet models without their classifier
     for arch, classifier in (("resnet18", "fc"), ("mobilenet_v3_large", "classifier")):
