@@ -31,6 +31,7 @@ from PIL import Image
 from sadpipe.checkpoint import load_model
 from sadpipe.data.toy import SPLITS, jpeg_bytes
 from sadpipe.data.toy_scene import render_toy_image
+from sadpipe.data.transforms import aspect_batches
 from sadpipe.engine.inference import Predictor
 
 PHASES = ("prepare", "forward", "detections")
@@ -44,12 +45,23 @@ def toy_val_images(seed: int, count: int) -> list[np.ndarray]:
                        .convert("RGB")) for i in range(count)]
 
 
-def time_phases(predictor: Predictor, images: list[np.ndarray], batch_size: int) -> dict:
-    """Seconds spent in each phase over all ``images``, in batches of ``batch_size``."""
+def batches_of(images: list[np.ndarray], batch_size: int, *,
+               aspect_order: bool = False) -> list[list[np.ndarray]]:
+    """``images`` in batches as ``sadpipe eval`` forms them (file order: landscape and
+    portrait mixed, each batch padded to its largest view, as in training), or with like
+    aspect ratios together (``aspect_order``: little padding)."""
+    if not aspect_order:
+        return [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
+    return [[images[i] for i in batch]
+            for batch in aspect_batches([im.shape[:2] for im in images], batch_size)]
+
+
+def time_phases(predictor: Predictor, batches: list[list[np.ndarray]]) -> dict:
+    """Seconds spent in each phase over all ``batches``."""
     spent = dict.fromkeys(PHASES, 0.0)
-    for start in range(0, len(images), batch_size):
+    for images in batches:
         t0 = time.perf_counter()
-        batch, recipes = predictor.prepare(images[start:start + batch_size])
+        batch, recipes = predictor.prepare(images)
         t1 = time.perf_counter()
         outputs = predictor.forward(batch)
         t2 = time.perf_counter()
@@ -60,20 +72,21 @@ def time_phases(predictor: Predictor, images: list[np.ndarray], batch_size: int)
     return spent
 
 
-def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int,
-          repeats: int) -> list[dict]:
+def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int, repeats: int,
+          fold_norms: bool = True, aspect_order: bool = False) -> list[dict]:
     """One row per checkpoint: params, median ms/image per phase, images/s, ratio to the first."""
+    batches = batches_of(images, batch_size, aspect_order=aspect_order)
     predictors, params = [], []
     for path in checkpoints:
         model, spec = load_model(path)
-        predictor = Predictor(model, spec)
-        time_phases(predictor, images[:batch_size], batch_size)   # warm-up: oneDNN, anchors
+        predictor = Predictor(model, spec, fold_norms=fold_norms)
+        time_phases(predictor, batches)   # warm-up: oneDNN primitives and anchors of each shape
         predictors.append(predictor)
         params.append(sum(p.numel() for p in model.parameters()))   # as trained: norms unfolded
     runs = [[] for _ in checkpoints]
     for _ in range(repeats):   # alternate: a shared CPU slows every model alike
         for predictor, model_runs in zip(predictors, runs):
-            model_runs.append(time_phases(predictor, images, batch_size))
+            model_runs.append(time_phases(predictor, batches))
     rows = []
     for path, predictor, count, model_runs in zip(checkpoints, predictors, params, runs):
         totals = [sum(run.values()) for run in model_runs]
@@ -109,7 +122,12 @@ def format_table(rows: list[dict]) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Passes over the images per model, models alternating; medians reported.")
-def main(checkpoints, num_images, seed, batch_size, repeats):
+@click.option("--no-fold", is_flag=True,
+              help="Run the networks with their batch norms unfolded (as before folding).")
+@click.option("--aspect-order", is_flag=True,
+              help="Batch images of like aspect ratio together (less padding) instead of in file "
+                   "order as `sadpipe eval` does.")
+def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, aspect_order):
     """Images/s of each checkpoint's inference (pre-processing, network, post-processing; no
     COCOeval) on the embedded val images, this process. Use OMP_NUM_THREADS to fix threads.
 
@@ -120,8 +138,11 @@ def main(checkpoints, num_images, seed, batch_size, repeats):
     """
     images = toy_val_images(seed, num_images)
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {num_images} "
-               f"embedded val images (seed {seed}), batch {batch_size}, median of {repeats}")
-    rows = bench(list(checkpoints), images, batch_size=batch_size, repeats=repeats)
+               f"embedded val images (seed {seed}), batch {batch_size}, median of {repeats}; "
+               f"batch norms {'unfolded' if no_fold else 'folded'}, batches in "
+               f"{'aspect-ratio order' if aspect_order else 'file order'}")
+    rows = bench(list(checkpoints), images, batch_size=batch_size, repeats=repeats,
+                 fold_norms=not no_fold, aspect_order=aspect_order)
     click.echo(format_table(rows))
     click.echo("images_per_s: " + " ".join(f"{Path(r['checkpoint']).name}={r['images_per_s']:.1f}"
                                            for r in rows))

@@ -171,3 +171,18 @@ def pad_batch(views: list[torch.Tensor], size_divisibility: int) -> torch.Tensor
     for i, v in enumerate(views):
         out[i, :, : v.shape[1], : v.shape[2]] = v
     return out
+
+
+def aspect_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices of images of ``sizes`` (height, width) in batches of ``batch_size`` that pad
+    little: ordered by aspect ratio (stable, so ties keep their order), then cut in turn.
+
+    Images of one aspect ratio resize to one shape, so a batch of them pads nothing, where a
+    batch in file order mixes landscape and portrait images and pads every view to the
+    square of the longer side (on the embedded val ~1.4x the pixels). Models trained on
+    mixed batches see less padding this way, which moves their outputs near the bottom and
+    right edges: the zoo teacher measured 46.8 AP so batched against 47.2 in file order, so
+    `sadpipe eval` keeps file order; `python -m sadpipe.bench.inference --aspect-order` shows
+    the speed it would give."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i][0] / sizes[i][1])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -31,11 +31,13 @@ class Predictor:
 
     The network run is a copy of ``model`` with the body's batch norms folded into its
     convolutions (:func:`~sadpipe.modeling.fold.fold_batch_norms`: the same outputs up to float
-    rounding, one op fewer per convolution); ``model`` itself is not changed."""
+    rounding, one op fewer per convolution; ``fold_norms=False`` runs ``model`` as it is);
+    ``model`` itself is not changed."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu",
-                 precision: str = FP32):
-        self.model, self.spec, self.device, self.precision = fold_batch_norms(model), spec, device, precision
+                 precision: str = FP32, fold_norms: bool = True):
+        self.model = fold_batch_norms(model) if fold_norms else model.eval()
+        self.spec, self.device, self.precision = spec, device, precision
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}   # padded (H, W) -> (HWA, 4)
 
     @torch.no_grad()

@@ -64,7 +64,7 @@ def test_rows_report_medians_and_ratios(tmp_path, monkeypatch):
     paths = [make_tiny_checkpoint(tmp_path / f"{n}.pt", seed=i) for i, n in enumerate("ab")]
     calls = []
 
-    def fake(predictor, images, batch_size):
+    def fake(predictor, batches):
         calls.append(predictor)
         scale = 1.0 if predictor is calls[0] else 2.0
         return {"prepare": 0.1 * scale, "forward": 0.5 * scale, "detections": 0.2 * scale}
@@ -75,3 +75,14 @@ def test_rows_report_medians_and_ratios(tmp_path, monkeypatch):
     assert rows[0]["images_per_s"] == pytest.approx(4 / 0.8)
     assert rows[1]["ratio"] == pytest.approx(0.5)
     assert rows[1]["forward_ms"] == pytest.approx(1000 * 1.0 / 4)
+
+
+def test_batches_group_like_aspect_ratios():
+    """Portrait and landscape images in alternation: file order (eval's) mixes them in every
+    batch, aspect-ratio order gives batches of one orientation; both hold every image once."""
+    tall, wide = np.zeros((30, 20, 3), np.uint8), np.zeros((20, 30, 3), np.uint8)
+    images = [tall, wide] * 4
+    in_order = bench_inference.batches_of(images, 4)
+    assert all({im.shape for im in b} == {tall.shape, wide.shape} for b in in_order)
+    grouped = bench_inference.batches_of(images, 4, aspect_order=True)
+    assert [{im.shape for im in b} for b in grouped] == [{wide.shape}, {tall.shape}]

@@ -1,7 +1,14 @@
 import numpy as np
 import torch
 
-from sadpipe.data.transforms import DETECTRON_PIXEL_MEANS, Preprocessing, make_recipe, make_view, renormalize
+from sadpipe.data.transforms import (
+    DETECTRON_PIXEL_MEANS,
+    Preprocessing,
+    aspect_batches,
+    make_recipe,
+    make_view,
+    renormalize,
+)
 
 TORCHVISION = Preprocessing(min_size=32, max_size=64)
 DETECTRON = Preprocessing(min_size=32, max_size=64, mean=DETECTRON_PIXEL_MEANS, std=(1.0, 1.0, 1.0),
@@ -29,3 +36,11 @@ def test_new_fields_are_written_only_when_set():
            "std": [0.229, 0.224, 0.225], "size_divisibility": 128}
     assert TORCHVISION.to_dict() == old and Preprocessing.from_dict(old) == TORCHVISION
     assert Preprocessing.from_dict(DETECTRON.to_dict()) == DETECTRON
+
+
+def test_aspect_batches_put_like_shapes_together_and_keep_ties_in_order():
+    # (height, width): wide 0.5, tall 2.0, square 1.0, wide, tall, square, wide
+    sizes = [(50, 100), (100, 50), (80, 80), (60, 120), (120, 60), (40, 40), (30, 60)]
+    assert aspect_batches(sizes, 3) == [[0, 3, 6], [2, 5, 1], [4]]
+    assert aspect_batches(sizes, 10) == [[0, 3, 6, 2, 5, 1, 4]]
+    assert aspect_batches([], 4) == []
