@@ -16,7 +16,7 @@ from sadpipe.engine.precision import autocast
 from sadpipe.errors import UserError
 from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.fold import fold_batch_norms
-from sadpipe.modeling.postprocess import postprocess
+from sadpipe.modeling.postprocess import postprocess_batch
 from sadpipe.modeling.spec import ModelSpec
 
 
@@ -70,25 +70,26 @@ class Predictor:
         layout = self.spec.anchor_layout
         if padded not in self._anchors:
             self._anchors[padded] = layout.anchors(padded).to(self.device)
-        anchors, level_sizes = self._anchors[padded], layout.level_sizes(padded)
+        frames = [self._frame(recipe) for recipe in recipes]
+        batch = postprocess_batch(cls_logits, box_deltas, self._anchors[padded], layout.level_sizes(padded),
+                                  [size for size, _ in frames], box_scales=[scale for _, scale in frames],
+                                  last_level_score_thresh=self.spec.last_level_score_thresh,
+                                  convention=self.spec.boxes)
         out = []
-        for i, recipe in enumerate(recipes):
-            det = postprocess(cls_logits[i], box_deltas[i], anchors, level_sizes,
-                              last_level_score_thresh=self.spec.last_level_score_thresh,
-                              convention=self.spec.boxes, **self._frame(recipe))
+        for det, recipe in zip(batch, recipes):
             det = {k: v.cpu() for k, v in det.items()}
             if not self.spec.boxes.nms_in_image:
                 det["boxes"] = untransform_boxes(det["boxes"], recipe)
             out.append(det)
         return out
 
-    def _frame(self, recipe: dict) -> dict:
-        """Where boxes are clipped and NMSed: the resized view, or (Detectron) the original
-        image after dividing by the resize factor."""
+    def _frame(self, recipe: dict) -> tuple[tuple[int, int], float]:
+        """Where boxes are clipped and NMSed, (h, w), and the factor they are divided by first:
+        the resized view (1), or (Detectron) the original image (the resize factor)."""
         if not self.spec.boxes.nms_in_image:
-            return {"image_size": tuple(recipe["resized_size"])}
+            return tuple(recipe["resized_size"]), 1.0
         h, w = recipe["image_size"]
-        return {"image_size": (h, w), "box_scale": self.spec.preprocessing.scale(h, w)}
+        return (h, w), self.spec.preprocessing.scale(h, w)
 
 
 def to_coco_results(image_id: int, det: dict, category_ids: list[int], *,

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from sadpipe.modeling.anchors import AnchorLayout
-from sadpipe.modeling.postprocess import postprocess
+from sadpipe.modeling.boxes import BoxConvention
+from sadpipe.modeling.postprocess import postprocess, postprocess_batch
 
 pytestmark = pytest.mark.numerics  # compares against an independent reference (float tolerances)
 
@@ -55,3 +56,44 @@ def test_last_level_threshold():
     # P7's own anchors (after NMS), led by the 0.01 one; P3's 0.01 stays below 0.05
     assert torch.isclose(quirk["scores"][0], torch.tensor(0.01))
     assert len(quirk["scores"]) <= sizes[4] and bool((quirk["boxes"][:, 2:] >= 32).all())
+
+
+def _reference(logits, deltas, anchors, sizes, image_size, box_scale, *, topk, convention):
+    """One image, one level at a time: threshold 0.05, the level's top ``topk``, decode,
+    scale, clip, per-class NMS 0.5, the best 100 (the release's procedure, written plainly)."""
+    scores, labels, idx, start = [], [], [], 0
+    for level_logits, size in zip(logits.split(sizes), sizes):
+        prob = torch.sigmoid(level_logits).flatten()
+        keep = torch.nonzero(prob > 0.05).squeeze(1)
+        prob, order = prob[keep].topk(min(topk, keep.numel()))
+        keep = keep[order]
+        scores.append(prob)
+        labels.append(keep % logits.shape[1])
+        idx.append(keep // logits.shape[1] + start)
+        start += size
+    scores, labels, idx = torch.cat(scores), torch.cat(labels), torch.cat(idx)
+    boxes = convention.clip(convention.decode(deltas[idx], anchors[idx]) / box_scale, image_size)
+    keep = convention.batched_nms(boxes, scores, labels, 0.5)[:100]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+@pytest.mark.parametrize("convention", [BoxConvention("torchvision"), BoxConvention("detectron")])
+@pytest.mark.parametrize("topk", [1000, 7])
+def test_batch_gives_each_image_what_it_gives_alone(convention, topk):
+    """Four images with their own clipping frames and scales, one pass: every image's
+    detections equal the per-image, per-level reference; topk 7 caps crowded levels."""
+    generator = torch.Generator().manual_seed(0)
+    anchors, sizes = LAYOUT.anchors(PADDED), LAYOUT.level_sizes(PADDED)
+    logits = torch.randn(4, anchors.shape[0], 3, generator=generator) * 2 - 4
+    deltas = torch.randn(4, anchors.shape[0], 4, generator=generator) * 0.2
+    frames = [(128, 128), (100, 128), (128, 90), (64, 64)]
+    scales = [1.0, 1.0, 0.8, 2.0]
+    batch = postprocess_batch(logits, deltas, anchors, sizes, frames, box_scales=scales, topk=topk,
+                              convention=convention)
+    for i, got in enumerate(batch):
+        expected = _reference(logits[i], deltas[i], anchors, sizes, frames[i], scales[i], topk=topk,
+                              convention=convention)
+        assert 0 < len(got["scores"]) <= 100
+        assert torch.equal(got["labels"], expected["labels"])
+        for key in ("boxes", "scores"):   # sigmoid over the batch or a level: may differ by an ulp
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-6)
