@@ -6,6 +6,8 @@ ships ImageNet bodies and released teachers.
   loads them for the toy archs. ``toy_student_mid_body.pt``: the same for the toy paper
   protocol's student (``pipelines/toy_paper.toml``).
 * ``toy_teacher.pt``: a toy teacher trained long, once (a self-describing sadpipe checkpoint).
+* ``toy_student_baseline.pt``, ``toy_student_sad.pt``: the toy paper protocol's students
+  (``toy_student_mid``), trained like the teacher, without and with SAD from the cache.
 
 Every file records how it was made (``provenance``: the exact command and config, generator
 version, seed, data sizes, iterations or epochs, wall time, and its measured figures).

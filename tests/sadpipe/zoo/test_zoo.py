@@ -18,6 +18,7 @@ ZOO_PIPELINE = "toy_zoo"
 PAPER_PIPELINE = "toy_paper"   # the toy paper protocol's student body and students
 AP_TOLERANCE = 0.001  # ± 0.1 AP points
 TEACHER_AP_TARGET = 0.35  # the paper's teachers: 36.0 and 36.6 COCO AP
+SAD_GAIN_TARGET = 0.02    # toy_paper: SAD student >= baseline + 2.0 AP
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,8 @@ def test_body_provenance_matches_its_pipeline(arch, pipeline_name, stage_name, p
 # The zoo's trained models: (file, the pipeline and stage that train it, the body it starts from)
 RELEASES = {
     "toy_teacher.pt": (ZOO_PIPELINE, "teacher", "toy_teacher"),
+    "toy_student_baseline.pt": (PAPER_PIPELINE, "student", "toy_student_mid"),
+    "toy_student_sad.pt": (PAPER_PIPELINE, "student_sad", "toy_student_mid"),
 }
 PATH_SETTINGS = ("data.train_annotations", "data.train_images", "model.body_weights")
 
@@ -123,6 +126,12 @@ def test_teacher_reaches_the_papers_teacher_level(teacher):
     assert _ap(teacher) >= TEACHER_AP_TARGET
 
 
+def test_sad_student_gains_on_its_baseline():
+    """The toy paper protocol's first target: SAD adds at least 2 AP to the same student
+    trained alone (the paper: +2.2 for R-50)."""
+    assert _ap(_release("toy_student_sad.pt")) >= _ap(_release("toy_student_baseline.pt")) + SAD_GAIN_TARGET
+
+
 @pytest.fixture(scope="module")
 def embedded_val(teacher, tmp_path_factory) -> dict:
     """The embedded val split the zoo's models were measured on (images depend only on seed
@@ -140,8 +149,11 @@ def test_release_reevaluated_on_the_embedded_val_gives_its_recorded_ap(name, emb
     from sadpipe.evaluation.coco_eval import run_cocoeval
 
     release = _release(name)
-    assert release["provenance"]["eval"]["dataset"]["generator"] == \
-        _release(zoo.TEACHER_FILE)["provenance"]["eval"]["dataset"]["generator"]
+    generator = release["provenance"]["eval"]["dataset"]["generator"]
+    teachers = _release(zoo.TEACHER_FILE)["provenance"]["eval"]["dataset"]["generator"]
+    for key in ("generator_version", "seed"):
+        assert generator[key] == teachers[key]
+    assert generator["num_images"]["val"] == teachers["num_images"]["val"]   # the same val images
     annotations, images = embedded_val["annotation_file"], embedded_val["image_dir"]
     detections = detect_dataset(zoo.ZOO_DIR / name, CocoDataset(annotations, images), progress=False)
     ap = run_cocoeval(read_coco_json(annotations), detections).stats[0]
