@@ -181,7 +181,7 @@ def aspect_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[i
     batch in file order mixes landscape and portrait images and pads every view to the
     square of the longer side (on the embedded val ~1.4x the pixels). Models trained on
     mixed batches see less padding this way, which moves their outputs near the bottom and
-    right edges: the zoo teacher measured 46.8 AP so batched against 47.2 in file order, so
+    right edges (the zoo teacher's AP moved by more than its test's ±0.1 when eval batched so), so
     `sadpipe eval` keeps file order; `python -m sadpipe.bench.inference --aspect-order` shows
     the speed it would give."""
     order = sorted(range(len(sizes)), key=lambda i: sizes[i][0] / sizes[i][1])

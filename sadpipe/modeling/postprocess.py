@@ -52,7 +52,7 @@ def postprocess_batch(cls_logits: torch.Tensor, box_deltas: torch.Tensor, anchor
     Returns per image a dict of "boxes" (D, 4) xyxy in its clipping frame, "scores" (D,),
     "labels" (D,) class indices, by decreasing score.
     """
-    n, num_anchors, num_classes = cls_logits.shape
+    n = cls_logits.shape[0]
     thresholds = [score_thresh] * len(level_sizes)
     if last_level_score_thresh is not None:
         thresholds[-1] = last_level_score_thresh
