@@ -9,7 +9,8 @@ Each checkpoint runs what ``sadpipe eval`` runs per batch — resize and pad
 images: the embedded val of ``--seed``, rendered and JPEG-coded in memory as ``sadpipe
 toy-data`` writes them (no file reads, no COCOeval). The
 models alternate, ``--repeats`` times, and the table gives the median of each phase in
-milliseconds per image and images/s, with the ratio to the first checkpoint. The last line
+milliseconds per image and images/s, with the speed ratio to the first checkpoint (the
+median of the ratios of the passes run back to back). The last line
 is ``images_per_s: FILE=X FILE=Y ...``.
 
 Why a benchmark and not the eval stages' rate: a ``sadpipe eval`` of the 300-image embedded
@@ -73,13 +74,14 @@ def time_phases(predictor: Predictor, batches: list[list[np.ndarray]]) -> dict:
 
 
 def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int, repeats: int,
-          fold_norms: bool = True, aspect_order: bool = False) -> list[dict]:
-    """One row per checkpoint: params, median ms/image per phase, images/s, ratio to the first."""
+          fold_norms: bool = True, fuse_towers: bool = True, aspect_order: bool = False) -> list[dict]:
+    """One row per checkpoint: params, median ms/image per phase, images/s, speed ratio to the
+    first (median over the passes of each pass's ratio)."""
     batches = batches_of(images, batch_size, aspect_order=aspect_order)
     predictors, params = [], []
     for path in checkpoints:
         model, spec = load_model(path)
-        predictor = Predictor(model, spec, fold_norms=fold_norms)
+        predictor = Predictor(model, spec, fold_norms=fold_norms, fuse_towers=fuse_towers)
         time_phases(predictor, batches)   # warm-up: oneDNN primitives and anchors of each shape
         predictors.append(predictor)
         params.append(sum(p.numel() for p in model.parameters()))   # as trained: norms unfolded
@@ -87,17 +89,18 @@ def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int,
     for _ in range(repeats):   # alternate: a shared CPU slows every model alike
         for predictor, model_runs in zip(predictors, runs):
             model_runs.append(time_phases(predictor, batches))
+    totals = [[sum(run.values()) for run in model_runs] for model_runs in runs]
     rows = []
-    for path, predictor, count, model_runs in zip(checkpoints, predictors, params, runs):
-        totals = [sum(run.values()) for run in model_runs]
-        row = {"checkpoint": str(path), "arch": predictor.spec.arch,
-               "params": count,
-               "images_per_s": len(images) / statistics.median(totals)}
+    for path, predictor, count, model_runs, model_totals in zip(checkpoints, predictors, params,
+                                                                runs, totals):
+        row = {"checkpoint": str(path), "arch": predictor.spec.arch, "params": count,
+               "images_per_s": len(images) / statistics.median(model_totals),
+               # pass k of every model runs back to back: the ratio of each pass, then the
+               # median, so a slow spell of a shared machine cancels out of the ratio
+               "ratio": statistics.median(first / own for first, own in zip(totals[0], model_totals))}
         for phase in PHASES:
             row[f"{phase}_ms"] = 1000 * statistics.median(run[phase] for run in model_runs) / len(images)
         rows.append(row)
-    for row in rows:
-        row["ratio"] = row["images_per_s"] / rows[0]["images_per_s"]
     return rows
 
 
@@ -124,10 +127,12 @@ def format_table(rows: list[dict]) -> str:
               help="Passes over the images per model, models alternating; medians reported.")
 @click.option("--no-fold", is_flag=True,
               help="Run the networks with their batch norms unfolded (as before folding).")
+@click.option("--no-fuse-head", is_flag=True,
+              help="Run the head's class and box towers apart (as before fusing them).")
 @click.option("--aspect-order", is_flag=True,
               help="Batch images of like aspect ratio together (less padding) instead of in file "
                    "order as `sadpipe eval` does.")
-def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, aspect_order):
+def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, no_fuse_head, aspect_order):
     """Images/s of each checkpoint's inference (pre-processing, network, post-processing; no
     COCOeval) on the embedded val images, this process. Use OMP_NUM_THREADS to fix threads.
 
@@ -139,10 +144,11 @@ def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, aspect_ord
     images = toy_val_images(seed, num_images)
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {num_images} "
                f"embedded val images (seed {seed}), batch {batch_size}, median of {repeats}; "
-               f"batch norms {'unfolded' if no_fold else 'folded'}, batches in "
+               f"batch norms {'unfolded' if no_fold else 'folded'}, head towers "
+               f"{'apart' if no_fuse_head else 'fused'}, batches in "
                f"{'aspect-ratio order' if aspect_order else 'file order'}")
     rows = bench(list(checkpoints), images, batch_size=batch_size, repeats=repeats,
-                 fold_norms=not no_fold, aspect_order=aspect_order)
+                 fold_norms=not no_fold, fuse_towers=not no_fuse_head, aspect_order=aspect_order)
     click.echo(format_table(rows))
     click.echo("images_per_s: " + " ".join(f"{Path(r['checkpoint']).name}={r['images_per_s']:.1f}"
                                            for r in rows))

@@ -77,6 +77,23 @@ def test_rows_report_medians_and_ratios(tmp_path, monkeypatch):
     assert rows[1]["forward_ms"] == pytest.approx(1000 * 1.0 / 4)
 
 
+def test_ratio_is_the_median_of_back_to_back_passes(tmp_path, monkeypatch):
+    """A slow spell of the machine that hits one model's pass alone (pass 2) or both (pass 3)
+    leaves the ratio at the passes' own 0.5; the ratio of the median totals would be 1/8."""
+    paths = [make_tiny_checkpoint(tmp_path / f"{n}.pt", seed=i) for i, n in enumerate("ab")]
+    passes = {"a": iter([1.0, 1.0, 1.0, 4.0]), "b": iter([2.0, 2.0, 8.0, 8.0])}   # warm-up first
+    order = iter("ab" + "ab" * 3)
+
+    def fake(predictor, batches):
+        return {"prepare": 0.0, "forward": next(passes[next(order)]), "detections": 0.0}
+
+    monkeypatch.setattr(bench_inference, "time_phases", fake)
+    rows = bench_inference.bench(paths, [np.zeros((8, 8, 3), np.uint8)] * 4, batch_size=2,
+                                 repeats=3)
+    assert rows[1]["ratio"] == pytest.approx(0.5)
+    assert rows[0]["images_per_s"] / rows[1]["images_per_s"] == pytest.approx(8.0)
+
+
 def test_batches_group_like_aspect_ratios():
     """Portrait and landscape images in alternation: file order (eval's) mixes them in every
     batch, aspect-ratio order gives batches of one orientation; both hold every image once."""
