@@ -10,7 +10,7 @@ images: the embedded val of ``--seed``, rendered and JPEG-coded in memory as ``s
 toy-data`` writes them (no file reads, no COCOeval). The
 models alternate, ``--repeats`` times, and the table gives the median of each phase in
 milliseconds per image and images/s, with the speed ratio to the first checkpoint (the
-median of the ratios of the passes run back to back). The last line
+median of the ratios of the passes run back to back, and their quartiles). The last line
 is ``images_per_s: FILE=X FILE=Y ...``.
 
 Why a benchmark and not the eval stages' rate: a ``sadpipe eval`` of the 300-image embedded
@@ -28,6 +28,7 @@ import click
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from sadpipe.checkpoint import load_model
 from sadpipe.data.toy import SPLITS, jpeg_bytes
@@ -36,6 +37,8 @@ from sadpipe.data.transforms import aspect_batches
 from sadpipe.engine.inference import Predictor
 
 PHASES = ("prepare", "forward", "detections")
+# Predictor's batch-norm folding on and off: what --compare-unfolded runs
+VARIANTS = {"": True, "unfolded": False}
 VAL_SPLIT_ID = dict(SPLITS)["val"]
 
 
@@ -73,45 +76,71 @@ def time_phases(predictor: Predictor, batches: list[list[np.ndarray]]) -> dict:
     return spent
 
 
+def forward_gflops(predictor: Predictor, batches: list[list[np.ndarray]]) -> float:
+    """GFLOP of the network per image over ``batches`` (torch's operator counts: convolutions
+    and matrix products; pre- and post-processing are not counted)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for images in batches:
+            predictor.forward(predictor.prepare(images)[0])
+    return counter.get_total_flops() / sum(len(images) for images in batches) / 1e9
+
+
 def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int, repeats: int,
-          fold_norms: bool = True, fuse_towers: bool = True, aspect_order: bool = False) -> list[dict]:
-    """One row per checkpoint: params, median ms/image per phase, images/s, speed ratio to the
-    first (median over the passes of each pass's ratio)."""
+          fold_norms: bool = True, aspect_order: bool = False,
+          compare_unfolded: bool = False) -> list[dict]:
+    """One row per checkpoint: params, the network's GFLOP per image, median ms/image per
+    phase, images/s, speed ratio to the first (median over the passes of each pass's ratio).
+    ``compare_unfolded``: two rows per checkpoint, as :data:`VARIANTS` (``fold_norms`` then
+    unused)."""
     batches = batches_of(images, batch_size, aspect_order=aspect_order)
-    predictors, params = [], []
+    variants = VARIANTS if compare_unfolded else {"": fold_norms}
+    predictors, params, names, gflops = [], [], [], []
     for path in checkpoints:
         model, spec = load_model(path)
-        predictor = Predictor(model, spec, fold_norms=fold_norms, fuse_towers=fuse_towers)
-        time_phases(predictor, batches)   # warm-up: oneDNN primitives and anchors of each shape
-        predictors.append(predictor)
-        params.append(sum(p.numel() for p in model.parameters()))   # as trained: norms unfolded
-    runs = [[] for _ in checkpoints]
+        for variant, fold in variants.items():
+            predictor = Predictor(model, spec, fold_norms=fold)
+            time_phases(predictor, batches)   # warm-up: oneDNN primitives and anchors of each shape
+            gflops.append(forward_gflops(predictor, batches))
+            predictors.append(predictor)
+            params.append(sum(p.numel() for p in model.parameters()))   # as trained: norms unfolded
+            names.append(f"{path}:{variant}" if variant else str(path))
+    runs = [[] for _ in predictors]
     for _ in range(repeats):   # alternate: a shared CPU slows every model alike
         for predictor, model_runs in zip(predictors, runs):
             model_runs.append(time_phases(predictor, batches))
     totals = [[sum(run.values()) for run in model_runs] for model_runs in runs]
     rows = []
-    for path, predictor, count, model_runs, model_totals in zip(checkpoints, predictors, params,
-                                                                runs, totals):
-        row = {"checkpoint": str(path), "arch": predictor.spec.arch, "params": count,
+    for name, predictor, count, flops, model_runs, model_totals in zip(names, predictors, params, gflops,
+                                                                       runs, totals):
+        row = {"checkpoint": name, "arch": predictor.spec.arch, "params": count, "gflops": flops,
                "images_per_s": len(images) / statistics.median(model_totals),
-               # pass k of every model runs back to back: the ratio of each pass, then the
-               # median, so a slow spell of a shared machine cancels out of the ratio
-               "ratio": statistics.median(first / own for first, own in zip(totals[0], model_totals))}
+               **ratio_quartiles(totals[0], model_totals)}
         for phase in PHASES:
             row[f"{phase}_ms"] = 1000 * statistics.median(run[phase] for run in model_runs) / len(images)
         rows.append(row)
     return rows
 
 
+def ratio_quartiles(first: list[float], own: list[float]) -> dict:
+    """Speed ratio to the first model: the median of the passes' ratios ``first / own`` (pass
+    k of every model runs back to back, so a slow spell of a shared machine cancels out of
+    each ratio) and their quartiles (how far one run's figure can move)."""
+    ratios = [f / o for f, o in zip(first, own)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"ratio": statistics.median(ratios), "ratio_q1": q1, "ratio_q3": q3}
+
+
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'checkpoint':<44}{'arch':<17}{'params':>9}" + "".join(f"{p + ' ms':>15}" for p in PHASES)
-             + f"{'images/s':>10}{'× first':>9}"]
+    lines = [f"{'checkpoint':<44}{'arch':<17}{'params':>9}{'GFLOP':>7}"
+             + "".join(f"{p + ' ms':>15}" for p in PHASES)
+             + f"{'images/s':>10}{'× first':>9}{'quartiles':>13}"]
     for r in rows:
         name = r["checkpoint"] if len(r["checkpoint"]) <= 43 else "…" + r["checkpoint"][-42:]
-        lines.append(f"{name:<44}{r['arch']:<17}{r['params'] / 1e6:>8.2f}M"
+        lines.append(f"{name:<44}{r['arch']:<17}{r['params'] / 1e6:>8.2f}M{r['gflops']:>7.2f}"
                      + "".join(f"{r[f'{p}_ms']:>15.2f}" for p in PHASES)
-                     + f"{r['images_per_s']:>10.1f}{r['ratio']:>8.2f}x")
+                     + f"{r['images_per_s']:>10.1f}{r['ratio']:>8.2f}x"
+                     + f"{r['ratio_q1']:>7.2f}–{r['ratio_q3']:.2f}")
     return "\n".join(lines)
 
 
@@ -127,12 +156,13 @@ def format_table(rows: list[dict]) -> str:
               help="Passes over the images per model, models alternating; medians reported.")
 @click.option("--no-fold", is_flag=True,
               help="Run the networks with their batch norms unfolded (as before folding).")
-@click.option("--no-fuse-head", is_flag=True,
-              help="Run the head's class and box towers apart (as before fusing them).")
+@click.option("--compare-unfolded", is_flag=True,
+              help="Run each checkpoint both ways, alternating in this process: as `sadpipe eval` "
+                   "does (batch norms folded) and with its norms unfolded (`FILE:unfolded`).")
 @click.option("--aspect-order", is_flag=True,
               help="Batch images of like aspect ratio together (less padding) instead of in file "
                    "order as `sadpipe eval` does.")
-def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, no_fuse_head, aspect_order):
+def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, compare_unfolded, aspect_order):
     """Images/s of each checkpoint's inference (pre-processing, network, post-processing; no
     COCOeval) on the embedded val images, this process. Use OMP_NUM_THREADS to fix threads.
 
@@ -142,13 +172,13 @@ def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, no_fuse_he
           sadpipe/zoo/toy_student_baseline.pt sadpipe/zoo/toy_student_sad.pt
     """
     images = toy_val_images(seed, num_images)
+    norms = ("batch norms folded and unfolded" if compare_unfolded else
+             f"batch norms {'unfolded' if no_fold else 'folded'}")
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {num_images} "
                f"embedded val images (seed {seed}), batch {batch_size}, median of {repeats}; "
-               f"batch norms {'unfolded' if no_fold else 'folded'}, head towers "
-               f"{'apart' if no_fuse_head else 'fused'}, batches in "
-               f"{'aspect-ratio order' if aspect_order else 'file order'}")
+               f"{norms}, batches in {'aspect-ratio order' if aspect_order else 'file order'}")
     rows = bench(list(checkpoints), images, batch_size=batch_size, repeats=repeats,
-                 fold_norms=not no_fold, fuse_towers=not no_fuse_head, aspect_order=aspect_order)
+                 fold_norms=not no_fold, aspect_order=aspect_order, compare_unfolded=compare_unfolded)
     click.echo(format_table(rows))
     click.echo("images_per_s: " + " ".join(f"{Path(r['checkpoint']).name}={r['images_per_s']:.1f}"
                                            for r in rows))

@@ -1,7 +1,6 @@
 """Batched inference: images in original pixels → detections in original pixels."""
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -17,7 +16,6 @@ from sadpipe.engine.precision import autocast
 from sadpipe.errors import UserError
 from sadpipe.modeling.boxes import BoxConvention
 from sadpipe.modeling.fold import fold_batch_norms
-from sadpipe.modeling.fused_head import fuse_head
 from sadpipe.modeling.postprocess import postprocess_batch
 from sadpipe.modeling.spec import ModelSpec
 
@@ -33,18 +31,12 @@ class Predictor:
 
     The network run is a copy of ``model`` with the body's batch norms folded into its
     convolutions (:func:`~sadpipe.modeling.fold.fold_batch_norms`: the same outputs up to float
-    rounding, one op fewer per convolution) and its head's two towers run as one
-    (:class:`~sadpipe.modeling.fused_head.FusedRetinaNetHead`: the same outputs, half the
-    calls per level); ``fold_norms=False`` and ``fuse_towers=False`` turn either off (both
-    off: ``model`` runs as it is). ``model`` itself is not changed."""
+    rounding, one op fewer per convolution; ``fold_norms=False`` runs ``model`` as it is);
+    ``model`` itself is not changed."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, device: str = "cpu",
-                 precision: str = FP32, fold_norms: bool = True, fuse_towers: bool = True):
-        if fold_norms:
-            model = fold_batch_norms(model)   # an eval copy
-        elif fuse_towers:
-            model = copy.deepcopy(model)
-        self.model = fuse_head(model) if fuse_towers else model.eval()
+                 precision: str = FP32, fold_norms: bool = True):
+        self.model = fold_batch_norms(model) if fold_norms else model.eval()
         self.spec, self.device, self.precision = spec, device, precision
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}   # padded (H, W) -> (HWA, 4)
 

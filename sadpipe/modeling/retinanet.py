@@ -55,8 +55,7 @@ class RetinaNet(nn.Module):
         if self.channels_last and images.device.type == "cpu":
             images = images.contiguous(memory_format=torch.channels_last)
         features = list(self.backbone(images).values())
-        outputs = self.head(features)   # RetinaNetHead or its inference FusedRetinaNetHead
-        return outputs["cls_logits"], outputs["bbox_regression"]
+        return self.head.classification_head(features), self.head.regression_head(features)
 
 
 def init_head_towers(head: RetinaNetHead, scheme: str) -> None:

@@ -58,6 +58,34 @@ def test_cli_table_and_last_line(tmp_path):
     assert match and all(float(v) > 0 for v in match.groups())
 
 
+def test_compare_unfolded_runs_each_checkpoint_both_ways(tmp_path):
+    path = make_tiny_checkpoint(tmp_path / "a.pt")
+    result = CliRunner().invoke(bench_inference.main, [str(path), "--images", "2", "--batch-size", "2",
+                                                       "--repeats", "1", "--compare-unfolded"])
+    assert result.exit_code == 0, result.output
+    names = re.findall(r"(\S+)=[\d.]+", result.output.strip().splitlines()[-1])
+    assert names == ["a.pt", "a.pt:unfolded"]
+
+
+def test_gflops_are_the_convolutions_multiply_adds(tmp_path):
+    """The count is 2 × (output elements × filter size) summed over every convolution the
+    network runs (hooks on the modules: an independent count), per image."""
+    model, spec = load_model(make_tiny_checkpoint(tmp_path / "m.pt"))
+    predictor = Predictor(model, spec)
+    images = [np.zeros(shape, np.uint8) for shape in ((64, 96, 3), (96, 64, 3), (64, 64, 3))]
+    batches = bench_inference.batches_of(images, 2)
+    flops = []
+    for module in predictor.model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(
+                lambda m, _, out: flops.append(2 * out.numel() * m.weight[0].numel()))
+    for batch in batches:
+        predictor.forward(predictor.prepare(batch)[0])
+    expected = sum(flops) / len(images) / 1e9
+    assert expected > 0
+    assert bench_inference.forward_gflops(predictor, batches) == pytest.approx(expected, rel=1e-12)
+
+
 def test_rows_report_medians_and_ratios(tmp_path, monkeypatch):
     """Medians per phase over the repeats, images/s from the median total, ratio to the first
     (time faked: model b's phases take twice model a's)."""
@@ -91,6 +119,7 @@ def test_ratio_is_the_median_of_back_to_back_passes(tmp_path, monkeypatch):
     rows = bench_inference.bench(paths, [np.zeros((8, 8, 3), np.uint8)] * 4, batch_size=2,
                                  repeats=3)
     assert rows[1]["ratio"] == pytest.approx(0.5)
+    assert (rows[1]["ratio_q1"], rows[1]["ratio_q3"]) == pytest.approx((0.125, 0.5))   # 1/8, 1/2, 1/2
     assert rows[0]["images_per_s"] / rows[1]["images_per_s"] == pytest.approx(8.0)
 
 
