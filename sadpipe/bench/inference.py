@@ -87,14 +87,13 @@ def forward_gflops(predictor: Predictor, batches: list[list[np.ndarray]]) -> flo
 
 
 def bench(checkpoints: list[Path], images: list[np.ndarray], *, batch_size: int, repeats: int,
-          fold_norms: bool = True, aspect_order: bool = False,
-          compare_unfolded: bool = False) -> list[dict]:
+          aspect_order: bool = False, compare_unfolded: bool = False) -> list[dict]:
     """One row per checkpoint: params, the network's GFLOP per image, median ms/image per
     phase, images/s, speed ratio to the first (median over the passes of each pass's ratio).
-    ``compare_unfolded``: two rows per checkpoint, as :data:`VARIANTS` (``fold_norms`` then
-    unused)."""
+    Batch norms folded, as ``sadpipe eval`` runs them; ``compare_unfolded``: two rows per
+    checkpoint, as :data:`VARIANTS`."""
     batches = batches_of(images, batch_size, aspect_order=aspect_order)
-    variants = VARIANTS if compare_unfolded else {"": fold_norms}
+    variants = VARIANTS if compare_unfolded else {"": True}
     predictors, params, names, gflops = [], [], [], []
     for path in checkpoints:
         model, spec = load_model(path)
@@ -154,15 +153,13 @@ def format_table(rows: list[dict]) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Passes over the images per model, models alternating; medians reported.")
-@click.option("--no-fold", is_flag=True,
-              help="Run the networks with their batch norms unfolded (as before folding).")
 @click.option("--compare-unfolded", is_flag=True,
               help="Run each checkpoint both ways, alternating in this process: as `sadpipe eval` "
                    "does (batch norms folded) and with its norms unfolded (`FILE:unfolded`).")
 @click.option("--aspect-order", is_flag=True,
               help="Batch images of like aspect ratio together (less padding) instead of in file "
                    "order as `sadpipe eval` does.")
-def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, compare_unfolded, aspect_order):
+def main(checkpoints, num_images, seed, batch_size, repeats, compare_unfolded, aspect_order):
     """Images/s of each checkpoint's inference (pre-processing, network, post-processing; no
     COCOeval) on the embedded val images, this process. Use OMP_NUM_THREADS to fix threads.
 
@@ -172,13 +169,12 @@ def main(checkpoints, num_images, seed, batch_size, repeats, no_fold, compare_un
           sadpipe/zoo/toy_student_baseline.pt sadpipe/zoo/toy_student_sad.pt
     """
     images = toy_val_images(seed, num_images)
-    norms = ("batch norms folded and unfolded" if compare_unfolded else
-             f"batch norms {'unfolded' if no_fold else 'folded'}")
+    norms = "batch norms folded and unfolded" if compare_unfolded else "batch norms folded"
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {num_images} "
                f"embedded val images (seed {seed}), batch {batch_size}, median of {repeats}; "
                f"{norms}, batches in {'aspect-ratio order' if aspect_order else 'file order'}")
     rows = bench(list(checkpoints), images, batch_size=batch_size, repeats=repeats,
-                 fold_norms=not no_fold, aspect_order=aspect_order, compare_unfolded=compare_unfolded)
+                 aspect_order=aspect_order, compare_unfolded=compare_unfolded)
     click.echo(format_table(rows))
     click.echo("images_per_s: " + " ".join(f"{Path(r['checkpoint']).name}={r['images_per_s']:.1f}"
                                            for r in rows))

@@ -5,7 +5,8 @@ In eval mode a batch norm is a per-channel affine map, y = (x - mean) / sqrt(var
 so the convolution before it can absorb it: W' = W · s, b' = (b_conv - mean) · s + b with
 s = w / sqrt(var + eps). Detectron deploys its bodies this way (AffineChannel folded at
 export). On the CPU at the toy sizes the unfolded norms cost about a third of the toy
-models' forward time (``python -m sadpipe.bench.inference --no-fold`` against the default).
+models' forward time (``python -m sadpipe.bench.inference --compare-unfolded``: both ways in
+one process).
 
 The folding is torch's own (``torch.fx.experimental.optimization.fuse``: trace the body,
 fold each Conv2d → BatchNorm2d pair); frozen batch norms (torchvision's
