@@ -87,7 +87,8 @@ def format_table(rows: list[dict]) -> str:
               help="Timed images per body (after one untimed).")
 @click.option("--min-size", type=click.IntRange(min=32), default=800, show_default=True,
               help="Short side of the images.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random test images.")
 def main(archs, num_images, min_size, seed):
     """Parameters, GFLOPs and CPU images/s (batch 1) of each body's RetinaNet. Use
     OMP_NUM_THREADS to fix the threads."""

@@ -150,7 +150,8 @@ def format_table(rows: list[dict]) -> str:
               help="Embedded val images to run (rendered in memory).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the embedded world whose val images are run.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward, padded to a common size (as `sadpipe eval --batch-size`).")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Passes over the images per model, models alternating; medians reported.")
 @click.option("--compare-unfolded", is_flag=True,

@@ -43,8 +43,10 @@ SMALL_ARCHS = ["toy_teacher", "toy_student", "toy_student_mid"]  # the RegNet bo
               help="Pretrain-split images to cut training crops from (~4.5 crops each).")
 @click.option("--num-val-images", type=click.IntRange(min=0), default=500, show_default=True,
               help="Further images whose crops measure the held-out accuracy.")
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Passes over the training crops.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Crops per SGD step.")
 @click.option("--lr", "base_lr", type=click.FloatRange(min=0, min_open=True), default=0.2,
               show_default=True, help="Peak SGD learning rate (warm-up, then cosine to 0).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,

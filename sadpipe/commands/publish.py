@@ -26,7 +26,8 @@ on the same data.
               help="Folder of the validation images.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Release file to write (.pt).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Validation images per inference batch, as `sadpipe eval --batch-size`.")
 def command(checkpoint, annotations, images, out_path, batch_size):
     from sadpipe.engine.publish import publish
 
