@@ -1,9 +1,18 @@
-"""Tiny generated COCO-format data for sadpipe tests: coloured rectangles and discs on noise."""
+"""Tiny generated COCO-format data for sadpipe tests (coloured rectangles and discs on noise),
+tiny checkpoints, and fake ImageNet weight files in a hub cache (no download)."""
 import json
+import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn as nn
+import torchvision
 from PIL import Image, ImageDraw
+
+from sadpipe.modeling.backbones import ARCHS, imagenet_weights
 
 CATEGORIES = [{"id": 2, "name": "square"}, {"id": 5, "name": "disc"}]
 RELEASE_HEAD_STD = 0.01  # torchvision's RetinaNet head init
@@ -108,3 +117,68 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def kill_when_written(proc, path, *, timeout_s=300):
+    """SIGKILL the running ``proc`` as soon as ``path`` exists: a run killed mid-way, its first
+    outputs (a checkpoint, a shard) written. Fails if ``proc`` ends first."""
+    deadline = time.time() + timeout_s
+    while not path.exists():
+        if proc.poll() is not None:
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"run ended before writing {path.name}: {stderr}")
+        assert time.time() < deadline, f"{path.name} not written in {timeout_s} s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+# torchvision ImageNet bodies without a download: one fake weight file per student body
+STUDENT_ARCHS = ("resnet18", "resnet34", "mobilenet_v3_large", "regnet_x_800mf")
+
+
+def fake_imagenet_state(name: str, seed: int) -> dict:
+    """torchvision's model ``name`` with every tensor made distinct (random), batch norm with
+    small running variances, so that a wrong eps would show: what a weight file holds."""
+    generator = torch.Generator().manual_seed(seed)
+    model = torchvision.models.get_model(name, weights=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                variance = 0.001 + 0.002 * torch.rand(module.running_var.shape, generator=generator)
+                module.running_var.copy_(variance)
+                module.running_mean.normal_(0.0, 0.1, generator=generator)
+                module.weight.copy_(module.running_var.sqrt()
+                                    * (0.5 + torch.rand(module.weight.shape, generator=generator)))
+                module.bias.normal_(0.0, 0.1, generator=generator)
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.add_(0.01 * torch.randn(module.weight.shape, generator=generator))
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.01, generator=generator)
+    return model.state_dict()
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory):
+    """A TORCH_HOME whose hub cache holds a fake ImageNet file for each student body, under
+    the file name of the weight enum torchvision downloads."""
+    home = tmp_path_factory.mktemp("torch_home")
+    cache = home / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for seed, arch in enumerate(STUDENT_ARCHS):
+        name = ARCHS[arch].body
+        torch.save(fake_imagenet_state(name, seed), cache / Path(imagenet_weights(name).url).name)
+    return home
+
+
+@pytest.fixture
+def offline_cache(torch_home, monkeypatch):
+    """The fake cache in place; any download attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return torch_home / "hub" / "checkpoints"

@@ -6,11 +6,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from shards.codec import pack_payload, unpack_payload
 from tests.sadpipe.conftest import (
     CATEGORIES,
     assert_one_line_error,
+    kill_when_written,
     make_tiny_checkpoint,
     with_categories_reversed,
     write_tiny_coco,
@@ -270,12 +269,7 @@ def test_sigkill_then_rerun_ends_identical(many, tmp_path):
     args, single = many
     proc = subprocess.Popen(_cli(*args), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=SUBPROCESS_ENV)
-    first = tmp_path / "out" / "rank00-000000.tar"
-    while not first.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    kill_when_written(proc, tmp_path / "out" / "rank00-000000.tar")
     written = sorted(p.name for p in (tmp_path / "out").glob("*.tar"))
     assert 1 <= len(written) < 15 and not (tmp_path / "out" / "manifest.json").exists()
     before = {n: (tmp_path / "out" / n).stat() for n in written}

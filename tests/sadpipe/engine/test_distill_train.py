@@ -9,11 +9,9 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,13 @@ from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.spec import ModelSpec
 from shards.codec import pack_payload, unpack_payload
 from shards.sample import digest, dumps_json, npy_bytes
-from tests.sadpipe.conftest import CATEGORIES, tiny_train_overrides, with_categories_reversed, write_tiny_coco
+from tests.sadpipe.conftest import (
+    CATEGORIES,
+    kill_when_written,
+    tiny_train_overrides,
+    with_categories_reversed,
+    write_tiny_coco,
+)
 from tests.sadpipe.engine.test_cache_logits import make_teacher
 
 REPO = Path(__file__).resolve().parents[3]
@@ -408,12 +412,7 @@ def test_resume_after_sigkill_continues_both_shard_streams(sad, tmp_path):
     ref = _popen(args(tmp_path / "ref"))
     out = tmp_path / "killed"
     proc = _popen(args(out))
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "iter_0000004.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its checkpoint"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written(proc, out / "checkpoints" / "iter_0000004.pt")
     assert not (out / "model_final.pt").exists()
     _finish(ref)
     _finish(_popen(args(out, "--resume")))

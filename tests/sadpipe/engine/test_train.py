@@ -2,17 +2,15 @@
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from sadpipe.commands.train import command as train_command
-from tests.sadpipe.conftest import tiny_train_overrides, with_categories_reversed
+from tests.sadpipe.conftest import kill_when_written, tiny_train_overrides, with_categories_reversed
 
 
 def _args(ann, images, out, *extra, **overrides):
@@ -78,12 +76,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_coco, tmp_path):
 
     out = tmp_path / "killed"
     proc = _run_cli(_args(ann, images, out, **{"solver.max_iter": 8}))
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "iter_0000004.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its checkpoint"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written(proc, out / "checkpoints" / "iter_0000004.pt")
     assert not (out / "model_final.pt").exists()
     resumed = _run_cli(_args(ann, images, out, "--resume", **{"solver.max_iter": 8}))
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()

@@ -12,8 +12,8 @@ import torchvision
 from sadpipe.modeling.anchors import AnchorLayout
 from sadpipe.modeling.backbones import ARCHS, imagenet_weights
 from sadpipe.modeling.retinanet import RetinaNet
+from tests.sadpipe.conftest import STUDENT_ARCHS
 
-STUDENT_ARCHS = ("resnet18", "resnet34", "mobilenet_v3_large", "regnet_x_800mf")
 CLASSIFIERS = ("fc.", "classifier.")          # torchvision's ImageNet heads: not in a detector
 # The feature extractor of torchvision's model: everything before its pooling and classifier.
 REFERENCE_TRUNKS = {
@@ -27,53 +27,6 @@ FROZEN_BLOCKS = {   # the stem and the stride-4 stage, by torchvision's paramete
     "mobilenet": ("features.0.", "features.1.", "features.2.", "features.3."),
     "regnet_imagenet": ("stem.", "trunk_output.block1."),
 }
-
-
-def fake_imagenet_state(name: str, seed: int) -> dict:
-    """torchvision's model ``name`` with every tensor made distinct (random), batch norm with
-    small running variances, so that a wrong eps would show: what a weight file holds."""
-    generator = torch.Generator().manual_seed(seed)
-    model = torchvision.models.get_model(name, weights=None)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                variance = 0.001 + 0.002 * torch.rand(module.running_var.shape, generator=generator)
-                module.running_var.copy_(variance)
-                module.running_mean.normal_(0.0, 0.1, generator=generator)
-                module.weight.copy_(module.running_var.sqrt()
-                                    * (0.5 + torch.rand(module.weight.shape, generator=generator)))
-                module.bias.normal_(0.0, 0.1, generator=generator)
-            elif isinstance(module, (nn.Conv2d, nn.Linear)):
-                module.weight.add_(0.01 * torch.randn(module.weight.shape, generator=generator))
-                if module.bias is not None:
-                    module.bias.normal_(0.0, 0.01, generator=generator)
-    return model.state_dict()
-
-
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory):
-    """A TORCH_HOME whose hub cache holds a fake ImageNet file for each student body, under
-    the file name of the weight enum torchvision downloads."""
-    home = tmp_path_factory.mktemp("torch_home")
-    cache = home / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    for seed, arch in enumerate(STUDENT_ARCHS):
-        name = ARCHS[arch].body
-        torch.save(fake_imagenet_state(name, seed), cache / Path(imagenet_weights(name).url).name)
-    return home
-
-
-@pytest.fixture
-def offline_cache(torch_home, monkeypatch):
-    """The fake cache in place; any download attempt fails the test."""
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def no_download(url, *args, **kwargs):
-        raise AssertionError(f"tried to download {url}")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    return torch_home / "hub" / "checkpoints"
 
 
 @pytest.mark.numerics   # compares against an independent reference (float tolerances)
