@@ -1,14 +1,17 @@
 """A tiny real pipeline for the runner tests: toy-data (a handful of images) -> train (a few
-iterations of the small student architecture at 64 px) -> eval."""
+iterations of the small student architecture at 64 px) -> eval; and the custom-layout dataset
+of the custom pipelines' tests."""
 import json
 import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from sadpipe.commands.run import command as run_command
+from tests.sadpipe.pipeline.test_custom import write_split
 
 TRAIN_CONFIG = """\
 [model]
@@ -147,3 +150,14 @@ def stages_in_process(monkeypatch):
         return result.exit_code, time.monotonic() - start
 
     monkeypatch.setattr(runner, "run_logged", run)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A COCO-format set in a user's own layout (see ``test_custom.write_split``): train, val
+    and unlabeled splits, mixed image formats and sizes."""
+    root = tmp_path_factory.mktemp("mine")
+    rng = np.random.default_rng(12)
+    for split, first_id in (("train", 101), ("val", 201), ("unlabeled", 301)):
+        write_split(root, split, rng, first_id)
+    return root

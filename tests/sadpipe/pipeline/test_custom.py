@@ -99,15 +99,6 @@ def write_split(root, split, rng, first_id):
     (root / "labels" / f"{split}.json").write_text(json.dumps(data))
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mine")
-    rng = np.random.default_rng(12)
-    for split, first_id in (("train", 101), ("val", 201), ("unlabeled", 301)):
-        write_split(root, split, rng, first_id)
-    return root
-
-
 def custom_run(root, workdir):
     sets = [f"data.root={root}"]
     for split in ("train", "val", "unlabeled"):

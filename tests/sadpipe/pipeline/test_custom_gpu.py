@@ -4,7 +4,6 @@ start), its train configs agree with each other where distillation needs it, and
 to end on the CPU at tiny size (64 px, two iterations, untrained bodies: nothing downloaded)."""
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -13,7 +12,7 @@ from sadpipe.config import load_config
 from sadpipe.engine.trainer import model_spec_from_config
 from sadpipe.pipeline import find_pipeline, load_pipeline
 from sadpipe.pipeline.work import command_options
-from tests.sadpipe.pipeline.test_custom import CLASS_ORDER, write_split
+from tests.sadpipe.pipeline.test_custom import CLASS_ORDER
 from tests.sadpipe.pipeline.test_smoke import STAGES, _missing
 
 pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"not installed yet: {_missing()}")
@@ -85,15 +84,6 @@ def test_dry_run_wires_gpus_size_precision_and_the_teacher_start(tmp_path):
     assert " 2. teacher [4 processes]: sadpipe train " in result.output
     assert "10. eval_student_sad: sadpipe eval " in result.output
     assert not (tmp_path / "w").exists()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mine")
-    rng = np.random.default_rng(12)
-    for split, first_id in (("train", 101), ("val", 201), ("unlabeled", 301)):
-        write_split(root, split, rng, first_id)
-    return root
 
 
 def test_cpu_smoke_end_to_end(dataset, tmp_path, stages_in_process):
